@@ -1,0 +1,1 @@
+//! registry-svc (skeleton; see the issues).

@@ -1,0 +1,1 @@
+//! runtime-svc (skeleton; see the issues).

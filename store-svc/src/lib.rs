@@ -1,0 +1,1 @@
+//! store-svc (skeleton; see the issues).
