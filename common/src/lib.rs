@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod endpoint;
+pub mod reference;
 pub mod server;
 pub mod telemetry;
 

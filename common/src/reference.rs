@@ -1,0 +1,1 @@
+//! Image references, normalized as Docker does (owned by the pull issue).
