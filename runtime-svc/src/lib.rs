@@ -1,1 +1,5 @@
-//! runtime-svc (skeleton; see the issues).
+//! runtime-svc: runs containers on one host (skeleton; see issue 4).
+//!
+//! - [`snapshot`]: layers fetched from store-svc and unpacked once per chain ID, overlayfs rootfs.
+
+pub mod snapshot;

@@ -1,0 +1,1 @@
+//! Layer snapshots (to be written).
