@@ -1,11 +1,14 @@
 //! Plumbing shared by every Berth service and the CLI: where a service listens and how to reach it
 //! ([`endpoint`]), serving gRPC with health, reflection, service info and a graceful drain on
-//! SIGTERM ([`server`]), logging ([`telemetry`]) and content digests ([`digest`]).
+//! SIGTERM ([`server`]), probing a running service ([`probe`]), logging ([`telemetry`]) and content
+//! digests ([`digest`]).
 //!
 //! This crate holds no domain logic of any service and must not depend on any service crate.
 
 pub mod digest;
 pub mod endpoint;
+pub mod image;
+pub mod probe;
 pub mod reference;
 pub mod server;
 pub mod telemetry;
