@@ -1,1 +1,438 @@
-//! Layer snapshots (to be written).
+//! Layer snapshots: each image layer unpacked once into its own directory, keyed by chain ID and
+//! shared by every container that uses it; container root filesystems are overlayfs mounts of
+//! those directories plus the container's own upper and work dirs.
+//!
+//! On disk (under the snapshotter's root):
+//!
+//! ```text
+//! snapshots/<n>/fs          the layer's files (short paths: overlayfs options fit in one page)
+//! snapshots/<n>/meta.json   chain ID, diff_id, layer digest, sizes (the index is rebuilt from these)
+//! tmp/                      unpacks in progress; whatever is here at `open` is a crash leftover
+//! empty/                    an empty lower for images without layers
+//! ```
+//!
+//! A layer is unpacked into `tmp/<random>/fs`, checked (compressed digest, size, diff_id), synced
+//! with one `syncfs`, given its `meta.json`, and renamed to `snapshots/<n>` in one step: a snapshot
+//! directory either is complete or does not exist. See `docs/snapshots.md`.
+
+mod error;
+mod mount;
+mod source;
+mod unpack;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::SnapshotError;
+pub use source::{FileLayerSource, LayerReader, LayerSource, StoreLayerSource};
+
+use berth_common::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One layer of an image, as the manifest (digest, media type, size) and the image config
+/// (diff_id) describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the blob as stored (compressed).
+    pub digest: Digest,
+    /// The manifest's media type (decides, with the magic bytes, how to decompress).
+    pub media_type: String,
+    /// Size of the blob in bytes (checked when > 0).
+    pub size: i64,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+}
+
+/// Progress of one layer's unpack, in compressed bytes read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnpackProgress {
+    /// The layer's (compressed) digest.
+    pub layer: Digest,
+    /// Compressed bytes read so far.
+    pub bytes_done: u64,
+    /// The layer's size from its descriptor (0 when unknown).
+    pub bytes_total: u64,
+    /// The layer is unpacked (or was already there).
+    pub done: bool,
+}
+
+/// A snapshot on disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The chain ID this snapshot is keyed by.
+    pub chain_id: Digest,
+    /// Digest of the layer's uncompressed tar.
+    pub diff_id: Digest,
+    /// Digest of the compressed blob it was unpacked from.
+    pub layer_digest: Digest,
+    /// The directory holding the layer's files (a lower dir for overlayfs).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Bytes of uncompressed tar.
+    pub uncompressed_size: u64,
+    /// Tar entries unpacked.
+    pub entries: u64,
+    /// When it was unpacked, seconds since the Unix epoch.
+    pub created_unix: i64,
+}
+
+/// Limits and parallelism of the snapshotter.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotConfig {
+    /// Cap on one layer's uncompressed size (decompression bomb guard). Default 20 GiB.
+    pub max_layer_bytes: u64,
+    /// Cap on one layer's tar entries. Default 2 million.
+    pub max_layer_entries: u64,
+    /// Layers unpacked at the same time across all callers. Default: CPUs + 1, at least 2.
+    pub max_parallel: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self { max_layer_bytes: 20 << 30, max_layer_entries: 2_000_000, max_parallel: (cpus + 1).max(2) }
+    }
+}
+
+/// The OCI chain IDs of a stack of layers, bottom-most first:
+/// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Unpacks layers into snapshots and mounts container root filesystems. Cheap to clone; clones
+/// share state, so concurrent `prepare` calls of any clones coordinate.
+#[derive(Clone)]
+pub struct Snapshotter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    snapshots: PathBuf,
+    tmp: PathBuf,
+    empty: PathBuf,
+    config: SnapshotConfig,
+    index: Mutex<Index>,
+    /// One async lock per chain ID being prepared: the first caller unpacks, the others wait.
+    locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_chain: HashMap<Digest, (u64, SnapshotInfo)>,
+    next_id: u64,
+}
+
+const META: &str = "meta.json";
+
+impl Snapshotter {
+    /// Opens (creating if needed) the snapshotter at `root` with default limits.
+    pub fn open(root: PathBuf) -> Result<Self, SnapshotError> {
+        Self::open_with(root, SnapshotConfig::default())
+    }
+
+    /// Opens with explicit limits. Removes what a crash left in `tmp/` (half-unpacked layers) and
+    /// snapshot directories without valid metadata, and rebuilds the index from `meta.json` files.
+    pub fn open_with(root: PathBuf, config: SnapshotConfig) -> Result<Self, SnapshotError> {
+        let snapshots = root.join("snapshots");
+        let tmp = root.join("tmp");
+        let empty = root.join("empty");
+        for d in [&root, &snapshots, &tmp, &empty] {
+            std::fs::create_dir_all(d).map_err(|e| SnapshotError::io("creating directory", d, e))?;
+        }
+        for entry in std::fs::read_dir(&tmp).map_err(|e| SnapshotError::io("reading", &tmp, e))? {
+            let entry = entry.map_err(|e| SnapshotError::io("reading", &tmp, e))?;
+            let p = entry.path();
+            tracing::info!(path = %p.display(), "removing an unfinished unpack left by an earlier run");
+            remove_any(&p)?;
+        }
+        let mut index = Index { by_chain: HashMap::new(), next_id: 1 };
+        for entry in std::fs::read_dir(&snapshots).map_err(|e| SnapshotError::io("reading", &snapshots, e))? {
+            let entry = entry.map_err(|e| SnapshotError::io("reading", &snapshots, e))?;
+            let p = entry.path();
+            let id = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
+            let meta = std::fs::read(p.join(META)).ok().and_then(|b| serde_json::from_slice::<SnapshotInfo>(&b).ok());
+            match (id, meta) {
+                (Some(id), Some(mut info)) if !index.by_chain.contains_key(&info.chain_id) => {
+                    info.path = p.join("fs");
+                    index.next_id = index.next_id.max(id + 1);
+                    index.by_chain.insert(info.chain_id.clone(), (id, info));
+                }
+                _ => {
+                    tracing::warn!(path = %p.display(), "removing a snapshot directory without valid metadata");
+                    remove_any(&p)?;
+                }
+            }
+        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_parallel.max(1)));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root,
+                snapshots,
+                tmp,
+                empty,
+                config,
+                index: Mutex::new(index),
+                locks: Mutex::new(HashMap::new()),
+                permits,
+            }),
+        })
+    }
+
+    /// The snapshotter's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The layer directory of `chain_id`, if it is unpacked.
+    pub fn path_of(&self, chain_id: &Digest) -> Option<PathBuf> {
+        self.inner.index.lock().unwrap().by_chain.get(chain_id).map(|(_, i)| i.path.clone())
+    }
+
+    /// An empty directory, usable as the only lower of an image without layers.
+    pub fn empty_lower(&self) -> PathBuf {
+        self.inner.empty.clone()
+    }
+
+    /// Ensures every layer is unpacked (each once, concurrent callers wait for the same work,
+    /// layers of one image unpacked in parallel); returns the layer dirs, BOTTOM-most first.
+    pub async fn prepare(
+        &self,
+        src: &dyn LayerSource,
+        layers: &[Layer],
+        progress: Option<tokio::sync::mpsc::Sender<UnpackProgress>>,
+    ) -> Result<Vec<PathBuf>, SnapshotError> {
+        if layers.len() > mount::MAX_LOWERS {
+            return Err(SnapshotError::Invalid(format!(
+                "the image has {} layers; overlayfs stacks at most {}",
+                layers.len(),
+                mount::MAX_LOWERS
+            )));
+        }
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let jobs = layers.iter().zip(chains).map(|(layer, chain)| self.ensure(src, layer, chain, progress.clone()));
+        futures::future::try_join_all(jobs).await
+    }
+
+    async fn ensure(
+        &self,
+        src: &dyn LayerSource,
+        layer: &Layer,
+        chain: Digest,
+        progress: Option<tokio::sync::mpsc::Sender<UnpackProgress>>,
+    ) -> Result<PathBuf, SnapshotError> {
+        let done = |p: &Option<tokio::sync::mpsc::Sender<UnpackProgress>>| {
+            let p = p.clone();
+            let msg = UnpackProgress {
+                layer: layer.digest.clone(),
+                bytes_done: layer.size.max(0) as u64,
+                bytes_total: layer.size.max(0) as u64,
+                done: true,
+            };
+            async move {
+                if let Some(p) = p {
+                    let _ = p.send(msg).await;
+                }
+            }
+        };
+        if let Some(path) = self.path_of(&chain) {
+            done(&progress).await;
+            return Ok(path);
+        }
+        let lock = {
+            let mut locks = self.inner.locks.lock().unwrap();
+            locks.entry(chain.clone()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        if let Some(path) = self.path_of(&chain) {
+            done(&progress).await;
+            return Ok(path);
+        }
+        let permit = self.inner.permits.clone().acquire_owned().await.expect("semaphore never closed");
+        let reader = src.open(layer).await?;
+        let inner = self.inner.clone();
+        let handle = tokio::runtime::Handle::current();
+        let job_layer = layer.clone();
+        let job_progress = progress.clone();
+        // The blocking task owns the lock guard: if this caller goes away, the unpack still
+        // finishes (or fails) before anyone else tries the same chain ID.
+        let job = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let _permit = permit;
+            inner.unpack_and_commit(handle, reader, &job_layer, chain, job_progress)
+        });
+        let path =
+            job.await.map_err(|e| SnapshotError::Task { layer: layer.digest.clone(), reason: e.to_string() })??;
+        done(&progress).await;
+        Ok(path)
+    }
+
+    /// Mounts overlayfs at `target` from `lowers` (bottom-most first) + `upper` + `work`.
+    /// With no lowers, an empty directory serves as the only lower.
+    pub fn mount_rootfs(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), SnapshotError> {
+        if lowers.is_empty() {
+            return mount::mount_overlay(
+                &self.inner.snapshots,
+                std::slice::from_ref(&self.inner.empty),
+                upper,
+                work,
+                target,
+            );
+        }
+        mount::mount_overlay(&self.inner.snapshots, lowers, upper, work, target)
+    }
+
+    /// Unmounts a rootfs; succeeds when nothing is mounted there.
+    pub fn unmount_rootfs(target: &Path) -> Result<(), SnapshotError> {
+        mount::unmount(target)
+    }
+
+    /// Removes snapshots whose chain ID is not in `keep`; returns what was removed. Snapshots being
+    /// prepared right now are kept.
+    pub fn prune(&self, keep: &HashSet<Digest>) -> Result<Vec<Digest>, SnapshotError> {
+        let mut removed = Vec::new();
+        let victims: Vec<(Digest, u64)> = {
+            let locks = self.inner.locks.lock().unwrap();
+            let mut index = self.inner.index.lock().unwrap();
+            let ids: Vec<(Digest, u64)> = index
+                .by_chain
+                .iter()
+                .filter(|(chain, _)| !keep.contains(*chain))
+                .filter(|(chain, _)| locks.get(*chain).is_none_or(|l| l.try_lock().is_ok()))
+                .map(|(chain, (id, _))| (chain.clone(), *id))
+                .collect();
+            for (chain, _) in &ids {
+                index.by_chain.remove(chain);
+            }
+            ids
+        };
+        for (chain, id) in victims {
+            let dir = self.inner.snapshots.join(id.to_string());
+            // Rename first so a crash mid-removal leaves only tmp/ debris, never a half snapshot.
+            let doomed = self.inner.tmp.join(format!("prune-{id}-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::rename(&dir, &doomed).map_err(|e| SnapshotError::io("renaming", &dir, e))?;
+            remove_any(&doomed)?;
+            removed.push(chain);
+        }
+        Ok(removed)
+    }
+
+    /// Every snapshot on disk.
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        let index = self.inner.index.lock().unwrap();
+        let mut out: Vec<(u64, SnapshotInfo)> = index.by_chain.values().cloned().collect();
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out.into_iter().map(|(_, i)| i).collect())
+    }
+}
+
+impl Inner {
+    fn unpack_and_commit(
+        &self,
+        handle: tokio::runtime::Handle,
+        reader: LayerReader,
+        layer: &Layer,
+        chain: Digest,
+        progress: Option<tokio::sync::mpsc::Sender<UnpackProgress>>,
+    ) -> Result<PathBuf, SnapshotError> {
+        let work = self.tmp.join(uuid::Uuid::new_v4().simple().to_string());
+        let fs = work.join("fs");
+        std::fs::create_dir_all(&fs).map_err(|e| SnapshotError::io("creating directory", &fs, e))?;
+        let limits =
+            unpack::Limits { max_bytes: self.config.max_layer_bytes, max_entries: self.config.max_layer_entries };
+        let started = std::time::Instant::now();
+        let result = unpack::unpack_layer(handle, reader, layer, &fs, limits, progress)
+            .and_then(|stats| self.commit(&work, layer, chain, stats));
+        match result {
+            Ok(path) => {
+                tracing::debug!(layer = %layer.digest, path = %path.display(), elapsed = ?started.elapsed(), "layer unpacked");
+                Ok(path)
+            }
+            Err(e) => {
+                if let Err(cleanup) = remove_any(&work) {
+                    tracing::warn!(error = %cleanup, "could not remove a failed unpack; it goes at the next start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        work: &Path,
+        layer: &Layer,
+        chain: Digest,
+        stats: unpack::Unpacked,
+    ) -> Result<PathBuf, SnapshotError> {
+        let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let mut info = SnapshotInfo {
+            chain_id: chain.clone(),
+            diff_id: layer.diff_id.clone(),
+            layer_digest: layer.digest.clone(),
+            path: PathBuf::new(),
+            uncompressed_size: stats.uncompressed,
+            entries: stats.entries,
+            created_unix,
+        };
+        let meta_path = work.join(META);
+        let json = serde_json::to_vec_pretty(&info).expect("SnapshotInfo serializes");
+        write_synced(&meta_path, &json).map_err(|e| SnapshotError::io("writing", &meta_path, e))?;
+        let mut index = self.index.lock().unwrap();
+        if let Some((_, existing)) = index.by_chain.get(&chain) {
+            // Cannot happen while the per-chain lock is held, but never keep two copies.
+            let path = existing.path.clone();
+            drop(index);
+            remove_any(work)?;
+            return Ok(path);
+        }
+        let id = index.next_id;
+        index.next_id += 1;
+        let dest = self.snapshots.join(id.to_string());
+        std::fs::rename(work, &dest).map_err(|e| SnapshotError::io("renaming unpacked layer to", &dest, e))?;
+        if let Ok(d) = std::fs::File::open(&self.snapshots) {
+            let _ = d.sync_all();
+        }
+        info.path = dest.join("fs");
+        index.by_chain.insert(chain, (id, info.clone()));
+        Ok(info.path)
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Removes a file or a directory tree (without following symlinks).
+fn remove_any(p: &Path) -> Result<(), SnapshotError> {
+    let res = match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    res.map_err(|e| SnapshotError::io("removing", p, e))
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the snapshotter (hostile tars, overlay results, concurrency, crash safety).
