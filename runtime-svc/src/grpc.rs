@@ -1,0 +1,273 @@
+//! The `berth.runtime.v1.Runtime` gRPC service: a thin shell over [`Manager`]; the one place
+//! where domain errors become gRPC codes.
+
+use crate::container::{HostSettings, Record, Status};
+use crate::error::RuntimeError;
+use crate::manager::{AttachInput, AttachOpts, AttachOutput, CreateSpec, Manager, Overrides, WaitFor};
+use berth_proto::runtime::v1 as pb;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status as GrpcStatus, Streaming};
+
+impl From<RuntimeError> for GrpcStatus {
+    fn from(e: RuntimeError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RuntimeError::NoSuchContainer(_) => GrpcStatus::not_found(msg),
+            RuntimeError::Ambiguous(_) | RuntimeError::Invalid(_) => GrpcStatus::invalid_argument(msg),
+            RuntimeError::NameConflict { .. } => GrpcStatus::already_exists(msg),
+            RuntimeError::State(_) => GrpcStatus::failed_precondition(msg),
+            RuntimeError::Image(ref ie) => match ie {
+                berth_common::image::ImageError::NotFound(_) => GrpcStatus::not_found(msg),
+                berth_common::image::ImageError::Reference(_)
+                | berth_common::image::ImageError::Ambiguous { .. }
+                | berth_common::image::ImageError::NoMatchingPlatform { .. } => GrpcStatus::invalid_argument(msg),
+                berth_common::image::ImageError::Store(_) => GrpcStatus::unavailable(msg),
+                _ => GrpcStatus::failed_precondition(msg),
+            },
+            RuntimeError::Snapshot(_) => GrpcStatus::failed_precondition(msg),
+            RuntimeError::Start { .. } => GrpcStatus::failed_precondition(msg),
+            RuntimeError::Io { .. } | RuntimeError::Shim { .. } => GrpcStatus::internal(msg),
+        }
+    }
+}
+
+/// The service.
+pub struct RuntimeService {
+    m: Arc<Manager>,
+}
+
+impl RuntimeService {
+    /// Wraps a manager.
+    pub fn new(m: Arc<Manager>) -> Self {
+        Self { m }
+    }
+
+    /// The tonic server.
+    pub fn server(self) -> pb::runtime_server::RuntimeServer<Self> {
+        pb::runtime_server::RuntimeServer::new(self)
+    }
+}
+
+fn to_pb(r: &Record) -> pb::Container {
+    pb::Container {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image.clone(),
+        image_digest: r.image_digest.clone(),
+        command: r.run.argv(),
+        config: Some(pb::ContainerConfig {
+            entrypoint: Some(pb::StringList { values: r.run.entrypoint.clone() }),
+            cmd: r.run.cmd.clone(),
+            env: r.run.env.clone(),
+            working_dir: r.run.working_dir.clone(),
+            user: r.run.user.clone(),
+            hostname: if r.run.hostname.is_empty() { r.id[..12].to_string() } else { r.run.hostname.clone() },
+            open_stdin: r.run.open_stdin,
+            tty: r.run.tty,
+            stop_signal: r.run.stop_signal.clone(),
+            labels: r.run.labels.clone().into_iter().collect(),
+        }),
+        host_config: Some(pb::HostConfig {
+            memory_bytes: r.host.memory_bytes,
+            nano_cpus: r.host.nano_cpus,
+            pids_limit: r.host.pids_limit,
+            auto_remove: r.host.auto_remove,
+        }),
+        status: match r.status {
+            Status::Created => pb::ContainerStatus::Created,
+            Status::Running => pb::ContainerStatus::Running,
+            Status::Exited => pb::ContainerStatus::Exited,
+            Status::Removing => pb::ContainerStatus::Removing,
+        } as i32,
+        created_at_unix_nanos: r.created_at,
+        started_at_unix_nanos: r.started_at,
+        finished_at_unix_nanos: r.finished_at,
+        exit_code: r.exit_code,
+        pid: r.pid,
+        error: r.error.clone(),
+        oom_killed: r.oom_killed,
+        log_path: String::new(),
+        start_count: r.start_count,
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::runtime_server::Runtime for RuntimeService {
+    type CreateStream = BoxStream<pb::CreateEvent>;
+    type AttachStream = BoxStream<pb::AttachResponse>;
+
+    async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<Self::CreateStream>, GrpcStatus> {
+        let r = req.into_inner();
+        if r.image.is_empty() {
+            return Err(GrpcStatus::invalid_argument("an image is required"));
+        }
+        let c = r.config.unwrap_or_default();
+        let h = r.host_config.unwrap_or_default();
+        let spec = CreateSpec {
+            image: r.image,
+            name: r.name,
+            overrides: Overrides {
+                entrypoint: c.entrypoint.map(|l| l.values),
+                cmd: c.cmd,
+                env: c.env,
+                working_dir: c.working_dir,
+                user: c.user,
+                hostname: c.hostname,
+                open_stdin: c.open_stdin,
+                tty: c.tty,
+                stop_signal: c.stop_signal,
+                labels: c.labels.into_iter().collect(),
+            },
+            host: HostSettings {
+                memory_bytes: h.memory_bytes,
+                nano_cpus: h.nano_cpus,
+                pids_limit: h.pids_limit,
+                auto_remove: h.auto_remove,
+            },
+        };
+        let (tx, rx) = mpsc::channel::<Result<pb::CreateEvent, GrpcStatus>>(64);
+        let m = self.m.clone();
+        tokio::spawn(async move {
+            let (ptx, mut prx) = mpsc::channel(64);
+            let tx2 = tx.clone();
+            let fwd = tokio::spawn(async move {
+                while let Some(p) = prx.recv().await {
+                    let p: crate::manager::LayerProgress = p;
+                    let ev = pb::CreateEvent {
+                        event: Some(pb::create_event::Event::Layer(pb::LayerProgress {
+                            digest: p.digest,
+                            status: p.status.to_string(),
+                            current: p.current as i64,
+                            total: p.total as i64,
+                        })),
+                    };
+                    let _ = tx2.send(Ok(ev)).await;
+                }
+            });
+            let res = m.create(spec, Some(ptx)).await;
+            let _ = fwd.await;
+            let msg = match res {
+                Ok(rec) => Ok(pb::CreateEvent { event: Some(pb::create_event::Event::Created(to_pb(&rec))) }),
+                Err(e) => {
+                    tracing::info!(error = %e, "create failed");
+                    Err(e.into())
+                }
+            };
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, GrpcStatus> {
+        let rec = self.m.start(&req.into_inner().container).await?;
+        Ok(Response::new(pb::StartResponse { container: Some(to_pb(&rec)) }))
+    }
+
+    async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, GrpcStatus> {
+        let r = req.into_inner();
+        let t = (r.timeout_seconds >= 0).then(|| Duration::from_secs(r.timeout_seconds as u64));
+        let rec = self.m.stop(&r.container, t).await?;
+        Ok(Response::new(pb::StopResponse { container: Some(to_pb(&rec)) }))
+    }
+
+    async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, GrpcStatus> {
+        let r = req.into_inner();
+        self.m.kill(&r.container, &r.signal).await?;
+        Ok(Response::new(pb::KillResponse {}))
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, GrpcStatus> {
+        let r = req.into_inner();
+        let id = self.m.remove(&r.container, r.force).await?;
+        Ok(Response::new(pb::RemoveResponse { id }))
+    }
+
+    async fn wait(&self, req: Request<pb::WaitRequest>) -> Result<Response<pb::WaitResponse>, GrpcStatus> {
+        let r = req.into_inner();
+        let cond = match pb::WaitCondition::try_from(r.condition).unwrap_or(pb::WaitCondition::NotRunning) {
+            pb::WaitCondition::NotRunning => WaitFor::NotRunning,
+            pb::WaitCondition::Removed => WaitFor::Removed,
+            pb::WaitCondition::NextExit => WaitFor::NextExit,
+        };
+        let (exit_code, error) = self.m.wait(&r.container, cond).await?;
+        Ok(Response::new(pb::WaitResponse { exit_code, error }))
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, GrpcStatus> {
+        let all = req.into_inner().all;
+        let containers = self.m.list(all).iter().map(to_pb).collect();
+        Ok(Response::new(pb::ListResponse { containers }))
+    }
+
+    async fn inspect(&self, req: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, GrpcStatus> {
+        let rec = self.m.inspect(&req.into_inner().container)?;
+        Ok(Response::new(pb::InspectResponse { container: Some(to_pb(&rec)) }))
+    }
+
+    async fn prune(&self, _req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, GrpcStatus> {
+        let removed = self.m.prune().await;
+        Ok(Response::new(pb::PruneResponse { removed }))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, GrpcStatus> {
+        let mut inbound = req.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::AttachRequest { msg: Some(pb::attach_request::Msg::Open(o)) }) => o,
+            _ => return Err(GrpcStatus::invalid_argument("the first Attach message must be `open`")),
+        };
+        let opts = AttachOpts { stdin: open.stdin, stdout: open.stdout, stderr: open.stderr };
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel::<AttachOutput>(64);
+        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
+        // Client → container.
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                let msg = match m.msg {
+                    Some(pb::attach_request::Msg::Stdin(d)) => AttachInput::Stdin(d),
+                    Some(pb::attach_request::Msg::CloseStdin(true)) => AttachInput::CloseStdin,
+                    Some(pb::attach_request::Msg::Resize(s)) => AttachInput::Resize(s.width as u16, s.height as u16),
+                    _ => continue,
+                };
+                if in_tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Container → client.
+        let m = self.m.clone();
+        let txe = tx.clone();
+        tokio::spawn(async move {
+            let fwd = tokio::spawn(async move {
+                while let Some(o) = out_rx.recv().await {
+                    use pb::attach_response::Msg;
+                    let msg = match o {
+                        AttachOutput::Attached(id) => Msg::Attached(pb::Attached { id, tty: false }),
+                        AttachOutput::Stdout(d) => Msg::Stdout(d),
+                        AttachOutput::Stderr(d) => Msg::Stderr(d),
+                        AttachOutput::Exit(e) => {
+                            Msg::Exit(pb::ExitStatus { exit_code: e.code, oom_killed: e.oom, error: e.error })
+                        }
+                    };
+                    if tx.send(Ok(pb::AttachResponse { msg: Some(msg) })).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = m.attach(&open.container, opts, in_rx, out_tx).await {
+                let _ = txe.send(Err(e.into())).await;
+            }
+            let _ = fwd.await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

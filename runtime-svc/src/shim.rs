@@ -1,0 +1,213 @@
+//! runtime-svc's side of the shims: starting one (`berth-shim`, which detaches itself) and
+//! talking to it over its socket (`shim_proto`).
+
+use crate::shim_proto::{self, Exit};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+/// What a shim needs to run one container.
+pub struct ShimSpec<'a> {
+    /// The `berth-shim` binary.
+    pub binary: &'a Path,
+    /// Container ID.
+    pub id: &'a str,
+    /// The container's state dir (shim.sock, exit, log.json live here).
+    pub dir: &'a Path,
+    /// The OCI bundle dir.
+    pub bundle: &'a Path,
+    /// The mounted rootfs (unmounted by the shim after the exit).
+    pub rootfs: &'a Path,
+    /// The OCI runtime binary.
+    pub runtime: &'a Path,
+    /// The runtime's state root (`runc --root`).
+    pub runtime_root: &'a Path,
+    /// The container's cgroups path.
+    pub cgroup: &'a str,
+    /// Give the container a stdin pipe.
+    pub stdin: bool,
+}
+
+/// Starts a shim and waits until its socket listens; returns the shim's pid. Blocking (a
+/// fork/exec and a pipe read): call from `spawn_blocking`.
+pub fn spawn(s: &ShimSpec<'_>) -> std::io::Result<i32> {
+    let mut cmd = Command::new(s.binary);
+    cmd.arg("--id")
+        .arg(s.id)
+        .arg("--dir")
+        .arg(s.dir)
+        .arg("--bundle")
+        .arg(s.bundle)
+        .arg("--rootfs")
+        .arg(s.rootfs)
+        .arg("--runtime")
+        .arg(s.runtime)
+        .arg("--runtime-root")
+        .arg(s.runtime_root)
+        .arg("--cgroup")
+        .arg(s.cgroup)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if s.stdin {
+        cmd.arg("--stdin");
+    }
+    let mut child = cmd.spawn()?;
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().expect("piped");
+    stdout.read_to_string(&mut out)?;
+    let _ = child.wait()?;
+    match out.trim().strip_prefix("READY ") {
+        Some(pid) => pid.parse().map_err(|_| std::io::Error::other(format!("shim said {out:?}"))),
+        None => Err(std::io::Error::other(format!("shim failed to start: {}", out.trim()))),
+    }
+}
+
+/// The socket path, shortened through /proc/self/fd when the real path is too long for
+/// sun_path. The returned guard keeps the directory fd open.
+fn socket_path(dir: &Path) -> std::io::Result<(PathBuf, Option<std::fs::File>)> {
+    let p = dir.join("shim.sock");
+    if p.as_os_str().len() < 100 {
+        return Ok((p, None));
+    }
+    let f = std::fs::File::open(dir)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    Ok((PathBuf::from(format!("/proc/self/fd/{fd}/shim.sock")), Some(f)))
+}
+
+/// Connects to a container's shim.
+pub async fn connect(dir: &Path) -> std::io::Result<UnixStream> {
+    let (p, _guard) = socket_path(dir)?;
+    UnixStream::connect(&p).await
+}
+
+/// Sends one command line and returns the reply line (without newline).
+pub async fn request(dir: &Path, line: &str) -> std::io::Result<String> {
+    let mut s = connect(dir).await?;
+    s.write_all(format!("{line}\n").as_bytes()).await?;
+    let mut r = BufReader::new(s);
+    let mut reply = String::new();
+    if r.read_line(&mut reply).await? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shim closed the connection"));
+    }
+    Ok(reply.trim_end().to_string())
+}
+
+/// The shim's view of the container.
+#[derive(Debug)]
+pub enum ShimStatus {
+    /// Started but the container was not.
+    Created,
+    /// Running with this init pid.
+    Running(i32),
+    /// Exited.
+    Exited(Exit),
+}
+
+/// Asks the shim for the container's status.
+pub async fn status(dir: &Path) -> std::io::Result<ShimStatus> {
+    let reply = request(dir, "STATUS").await?;
+    if reply == "CREATED" {
+        return Ok(ShimStatus::Created);
+    }
+    if let Some(pid) = reply.strip_prefix("RUNNING ") {
+        return Ok(ShimStatus::Running(pid.parse().unwrap_or(0)));
+    }
+    Exit::parse(&reply).map(ShimStatus::Exited).ok_or_else(|| std::io::Error::other(format!("shim said {reply:?}")))
+}
+
+/// Blocks until the container exits.
+pub async fn wait(dir: &Path) -> std::io::Result<Exit> {
+    let reply = request(dir, "WAIT").await?;
+    Exit::parse(&reply).ok_or_else(|| std::io::Error::other(format!("shim said {reply:?}")))
+}
+
+/// Reads the exit status the shim left in `<dir>/exit`, if any.
+pub fn read_exit_file(dir: &Path) -> Option<Exit> {
+    std::fs::read_to_string(dir.join("exit")).ok().and_then(|s| Exit::parse(s.trim_end()))
+}
+
+/// A start failure reported by the shim: docker-style exit code and message.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// 125, 126 or 127.
+    pub code: i32,
+    /// The runtime's message.
+    pub message: String,
+}
+
+/// Tells the shim to run the container; returns the init pid.
+pub async fn start(dir: &Path) -> std::io::Result<Result<i32, StartFailure>> {
+    let reply = request(dir, "START").await?;
+    if let Some(pid) = reply.strip_prefix("OK ") {
+        return Ok(Ok(pid.parse().unwrap_or(0)));
+    }
+    let rest = reply.strip_prefix("ERR ").unwrap_or(&reply);
+    let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+    Ok(Err(StartFailure { code: code.parse().unwrap_or(125), message: msg.to_string() }))
+}
+
+/// Sends a signal to the container's init. `Ok(false)` when it is not running.
+pub async fn kill(dir: &Path, signal: i32) -> std::io::Result<bool> {
+    let reply = request(dir, &format!("KILL {signal}")).await?;
+    Ok(reply == "OK")
+}
+
+/// One attach connection to a shim.
+pub struct AttachConn {
+    /// Frames from the shim.
+    pub reader: BufReader<OwnedReadHalf>,
+    /// Frames to the shim.
+    pub writer: OwnedWriteHalf,
+}
+
+/// Opens an attach connection. `flags` as in the protocol ("ioe").
+pub async fn attach(dir: &Path, stdin: bool, stdout: bool, stderr: bool) -> std::io::Result<AttachConn> {
+    let s = connect(dir).await?;
+    let (r, mut w) = s.into_split();
+    let mut flags = String::new();
+    for (on, c) in [(stdin, 'i'), (stdout, 'o'), (stderr, 'e')] {
+        if on {
+            flags.push(c);
+        }
+    }
+    if flags.is_empty() {
+        flags.push('-');
+    }
+    w.write_all(format!("ATTACH {flags}\n").as_bytes()).await?;
+    let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    if !line.starts_with("OK") {
+        return Err(std::io::Error::other(format!("shim refused attach: {}", line.trim())));
+    }
+    Ok(AttachConn { reader, writer: w })
+}
+
+/// Reads one frame (kind, payload); `None` at EOF.
+pub async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut hdr = [0u8; 5];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+    if len > shim_proto::MAX_FRAME {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).await?;
+    Ok(Some((hdr[0], data)))
+}
+
+/// Writes one frame.
+pub async fn write_frame(w: &mut OwnedWriteHalf, kind: u8, data: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(5 + data.len());
+    buf.extend_from_slice(&shim_proto::frame_header(kind, data.len()));
+    buf.extend_from_slice(data);
+    w.write_all(&buf).await
+}
