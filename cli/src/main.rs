@@ -5,7 +5,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cmd;
+mod config;
 mod context;
+mod output;
+mod stack;
 
 /// A Docker-like container engine built from gRPC services.
 #[derive(Parser, Debug)]
@@ -20,9 +23,20 @@ pub struct Cli {
 /// Top-level commands. Each area owns its own flattened enum in `cmd/`.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Manage Berth itself: info, df, prune.
+    /// Manage Berth itself: info, df, prune, stop.
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
+    /// Manage contexts (where the services are).
+    #[command(subcommand)]
+    Context(cmd::context::ContextCommand),
+    /// Show the version of the client and of each running service.
+    Version,
+    /// Show the endpoints, versions and health of each service (same as `system info`).
+    Info {
+        /// Output format: "table" (default) or "json".
+        #[arg(long, short = 'f', default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     #[command(flatten)]
     Image(cmd::image::ImageCommand),
     #[command(flatten)]
@@ -32,6 +46,9 @@ pub enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Context(c) = cli.command {
+        return report(cmd::context::run(c, &cli.global).await);
+    }
     let ctx = match context::Context::load(cli.global) {
         Ok(c) => c,
         Err(e) => {
@@ -39,11 +56,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(125);
         }
     };
-    let result = match cli.command {
+    report(match cli.command {
         Command::System(c) => cmd::system::run(c, &ctx).await,
+        Command::Info { format } => cmd::system::run(cmd::system::SystemCommand::Info { format }, &ctx).await,
+        Command::Version => cmd::system::version(&ctx).await,
+        Command::Context(_) => unreachable!("handled above"),
         Command::Image(c) => cmd::image::run(c, &ctx).await,
         Command::Container(c) => cmd::container::run(c, &ctx).await,
-    };
+    })
+}
+
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! returning the process exit code.
 
 pub mod container;
+pub mod context;
 pub mod image;
 pub mod system;
 
