@@ -35,7 +35,7 @@
 //!
 //! Each service gets its own temp dir holding `<name>.sock`, `root/` (passed as `--root`, unless
 //! a root is given) and `<name>.log` (its stderr and stdout). The process is killed by PID when the
-//! [`Service`] is dropped: SIGTERM and up to 5 s to drain, then SIGKILL (or SIGKILL at once with
+//! [`Service`] is dropped: SIGTERM and up to 3 s to drain, then SIGKILL (or SIGKILL at once with
 //! `sigkill_on_drop(true)`). Only processes started here are ever signalled.
 
 use anyhow::{bail, Context, Result};
@@ -365,7 +365,7 @@ impl Drop for Service {
         } else if let Some(mut c) = self.child.take() {
             // SAFETY: plain kill(2) on the PID of a child we spawned and have not reaped.
             unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(3);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
                     break;
