@@ -99,14 +99,10 @@ pub async fn serve_until(
     for name in &meta.grpc_services {
         health.set_service_status(*name, ServingStatus::NotServing).await;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection_builder(&meta, "grpc.reflection.v1.ServerReflection")
         .build_v1()
         .context("building reflection service")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection_builder(&meta, "grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .context("building reflection service")?;
     let info = pb::service_info_server::ServiceInfoServer::new(InfoService::new(&meta));
@@ -200,6 +196,22 @@ pub async fn serve_until(
     }
     tracing::info!(service = meta.name, "stopped");
     Ok(())
+}
+
+/// Reflection over every Berth proto, advertising only the services this server offers (all of
+/// them when `meta.grpc_services` is empty).
+fn reflection_builder(meta: &ServiceMeta, itself: &'static str) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    if !meta.grpc_services.is_empty() {
+        for name in
+            meta.grpc_services.iter().copied().chain(["grpc.health.v1.Health", "berth.types.v1.ServiceInfo", itself])
+        {
+            b = b.with_service_name(name);
+        }
+    }
+    b
 }
 
 /// Binds a unix socket, replacing a stale socket file but refusing to steal a live one.

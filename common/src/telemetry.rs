@@ -12,6 +12,8 @@ pub fn init(service: &'static str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: services started by the CLI log to a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
     tracing::debug!(service, "logging initialised");
