@@ -1,0 +1,689 @@
+//! Resolving and pulling: reference → manifest (platform chosen from an index) → config →
+//! every missing layer streamed upstream → store-svc (several at once, each verified on the way,
+//! resumed with Range when a connection drops) → config, manifest, index → image record.
+//!
+//! Concurrent pulls in this process share blob downloads: the first asks upstream, the others
+//! follow its progress and wait for its result. A lease protects the pull's blobs and ingests
+//! from GC until the image record holds them.
+
+use crate::error::{RegistryError, Result};
+use crate::store::{Ingest, Store};
+use crate::upstream::{error_chain, read_limited, Endpoint, Upstream};
+use berth_common::image::{
+    Compression, Descriptor, ImageConfig, Manifest, ManifestOrIndex, Platform, MAX_DOCUMENT_BYTES, MT_OCI_INDEX,
+    MT_OCI_MANIFEST,
+};
+use berth_common::reference::Reference;
+use berth_common::Digest;
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Resumes of one blob download before giving up.
+const MAX_RESUMES: u32 = 4;
+/// Bytes gathered before one write to the store.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// What a blob is within an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    /// A layer.
+    Layer,
+    /// The config.
+    Config,
+    /// A manifest or index.
+    Manifest,
+}
+
+/// Where a blob is in its transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobState {
+    /// Queued.
+    Waiting,
+    /// Bytes arriving.
+    Downloading,
+    /// Checking and committing.
+    Verifying,
+    /// Committed.
+    Done,
+    /// Was already in the store.
+    AlreadyExists,
+    /// Resuming after a dropped connection.
+    Retrying,
+    /// Another pull is fetching it.
+    Shared,
+}
+
+/// Progress of one blob.
+#[derive(Clone, Debug)]
+pub struct BlobEvent {
+    /// Digest.
+    pub digest: Digest,
+    /// Kind.
+    pub kind: BlobKind,
+    /// State.
+    pub state: BlobState,
+    /// Bytes so far.
+    pub offset: u64,
+    /// Size.
+    pub total: u64,
+    /// Detail.
+    pub message: String,
+}
+
+/// The manifest is resolved.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// Normalized name.
+    pub name: String,
+    /// Manifest or index the reference points at.
+    pub target: Descriptor,
+    /// The platform's manifest.
+    pub manifest: Descriptor,
+    /// Layers.
+    pub layers: Vec<Descriptor>,
+    /// Config.
+    pub config: Descriptor,
+    /// Endpoint used.
+    pub endpoint: String,
+}
+
+/// The pull finished.
+#[derive(Clone, Debug)]
+pub struct Done {
+    /// Name of the record set.
+    pub name: String,
+    /// What it points at.
+    pub target: Descriptor,
+    /// Config digest.
+    pub image_id: Digest,
+    /// Whether the record changed.
+    pub updated: bool,
+    /// Bytes transferred.
+    pub bytes_downloaded: u64,
+    /// Blobs already present.
+    pub blobs_present: u32,
+    /// Blobs fetched.
+    pub blobs_fetched: u32,
+}
+
+/// One event of a pull.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Resolved.
+    Started(Box<Started>),
+    /// Blob progress.
+    Blob(BlobEvent),
+    /// Finished.
+    Done(Done),
+}
+
+/// A reference resolved to its manifest.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The parsed reference.
+    pub reference: Reference,
+    /// Manifest or index descriptor.
+    pub target: Descriptor,
+    /// Raw bytes of the target.
+    pub target_bytes: Bytes,
+    /// The platform's manifest descriptor.
+    pub manifest_desc: Descriptor,
+    /// Raw manifest bytes.
+    pub manifest_bytes: Bytes,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Platforms of the index (empty for a single manifest).
+    pub platforms: Vec<Platform>,
+    /// Endpoint that served it.
+    pub endpoint: Endpoint,
+}
+
+#[derive(Clone, Debug)]
+struct Progress {
+    state: BlobState,
+    offset: u64,
+    message: String,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, std::result::Result<u64, RegistryError>>>;
+
+struct Inflight {
+    progress: watch::Receiver<Progress>,
+    done: SharedFetch,
+}
+
+/// Pulls images; one per registry-svc process.
+pub struct Puller {
+    upstream: Arc<Upstream>,
+    store: Store,
+    inflight: Mutex<HashMap<Digest, Inflight>>,
+}
+
+fn bad(what: &'static str, digest: impl ToString, ep: &Endpoint, why: impl Into<String>) -> RegistryError {
+    RegistryError::BadContent { what, digest: digest.to_string(), registry: ep.base.clone(), why: why.into() }
+}
+
+impl Puller {
+    /// A puller over an upstream client and a store.
+    pub fn new(upstream: Arc<Upstream>, store: Store) -> Arc<Self> {
+        Arc::new(Self { upstream, store, inflight: Mutex::default() })
+    }
+
+    /// The upstream client (tests read its token counter).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Resolves a reference to its manifest for `platform`, trying mirrors first.
+    pub async fn resolve(&self, reference: &Reference, platform: &Platform) -> Result<Resolved> {
+        let mut last = None;
+        for ep in self.upstream.endpoints(reference.domain()) {
+            match self.resolve_at(&ep, reference, platform).await {
+                Ok(r) => return Ok(r),
+                Err(e) if ep.mirror => {
+                    tracing::warn!(mirror = %ep.base, error = %e, "mirror failed; trying the next endpoint");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Config("no endpoint for the registry".into())))
+    }
+
+    async fn resolve_at(&self, ep: &Endpoint, r: &Reference, platform: &Platform) -> Result<Resolved> {
+        let top = self.upstream.manifest(ep, r, &r.object(), MAX_DOCUMENT_BYTES).await?;
+        let digest = Digest::of(&top.bytes);
+        if let Some(want) = r.digest() {
+            if want != &digest {
+                return Err(bad("manifest", want, ep, format!("the registry sent content with digest {digest}")));
+            }
+        }
+        let doc =
+            ManifestOrIndex::parse(&top.media_type, &top.bytes).map_err(|why| bad("manifest", &digest, ep, why))?;
+        let media_type = |declared: &str, fallback: &str| -> String {
+            if declared.is_empty() {
+                fallback.to_string()
+            } else {
+                declared.to_string()
+            }
+        };
+        let target_bytes = Bytes::from(top.bytes);
+        let (target, manifest_desc, manifest_bytes, manifest, platforms) = match doc {
+            ManifestOrIndex::Manifest(m) => {
+                let mt =
+                    media_type(&top.media_type, if m.media_type.is_empty() { MT_OCI_MANIFEST } else { &m.media_type });
+                let d = Descriptor {
+                    media_type: mt,
+                    digest,
+                    size: target_bytes.len() as i64,
+                    annotations: Default::default(),
+                    platform: None,
+                    urls: vec![],
+                };
+                (d.clone(), d, target_bytes.clone(), m, vec![])
+            }
+            ManifestOrIndex::Index(i) => {
+                let mt =
+                    media_type(&top.media_type, if i.media_type.is_empty() { MT_OCI_INDEX } else { &i.media_type });
+                let target = Descriptor {
+                    media_type: mt,
+                    digest: digest.clone(),
+                    size: target_bytes.len() as i64,
+                    annotations: Default::default(),
+                    platform: None,
+                    urls: vec![],
+                };
+                let platforms: Vec<Platform> =
+                    i.manifests.iter().filter_map(|d| d.platform.clone()).filter(|p| p.os != "unknown").collect();
+                let chosen = i
+                    .select(platform)
+                    .map_err(|e| RegistryError::NoMatchingPlatform(format!("{}: {e}", r.familiar())))?;
+                let chosen = chosen.clone();
+                if chosen.size > MAX_DOCUMENT_BYTES as i64 || chosen.size < 0 {
+                    return Err(bad(
+                        "manifest",
+                        &chosen.digest,
+                        ep,
+                        format!("its size {} is out of range", chosen.size),
+                    ));
+                }
+                let m = self.upstream.manifest(ep, r, &chosen.digest.to_string(), MAX_DOCUMENT_BYTES).await?;
+                let got = Digest::of(&m.bytes);
+                if got != chosen.digest || m.bytes.len() as i64 != chosen.size {
+                    return Err(bad(
+                        "manifest",
+                        &chosen.digest,
+                        ep,
+                        format!(
+                            "the registry sent {} bytes with digest {got}; the index says {} bytes",
+                            m.bytes.len(),
+                            chosen.size
+                        ),
+                    ));
+                }
+                let manifest = match ManifestOrIndex::parse(&chosen.media_type, &m.bytes)
+                    .map_err(|why| bad("manifest", &chosen.digest, ep, why))?
+                {
+                    ManifestOrIndex::Manifest(m) => m,
+                    ManifestOrIndex::Index(_) => {
+                        return Err(bad("index", &digest, ep, "an index entry points at another index"));
+                    }
+                };
+                (target, chosen, Bytes::from(m.bytes), manifest, platforms)
+            }
+        };
+        for l in &manifest.layers {
+            if Compression::of_media_type(&l.media_type).is_none() {
+                return Err(RegistryError::Unsupported(format!(
+                    "layer {} of {} has media type {:?}, which berth cannot unpack (supported: tar, tar+gzip, tar+zstd)",
+                    l.digest,
+                    r.familiar(),
+                    l.media_type
+                )));
+            }
+            if l.size < 0 {
+                return Err(bad(
+                    "manifest",
+                    &manifest_desc.digest,
+                    ep,
+                    format!("layer {} has a negative size", l.digest),
+                ));
+            }
+        }
+        Ok(Resolved {
+            reference: r.clone(),
+            target,
+            target_bytes,
+            manifest_desc,
+            manifest_bytes,
+            manifest,
+            platforms,
+            endpoint: ep.clone(),
+        })
+    }
+
+    /// Pulls `reference` for `platform` (host's if `None`), sending events to `events`.
+    pub async fn pull(
+        self: &Arc<Self>,
+        reference: &str,
+        platform: Option<Platform>,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Done> {
+        let r = Reference::parse(reference).map_err(|e| RegistryError::InvalidReference(e.to_string()))?;
+        let platform = platform.unwrap_or_else(Platform::host);
+        let res = self.resolve(&r, &platform).await?;
+        let ep = res.endpoint.clone();
+        let cfg_desc = res.manifest.config.clone();
+
+        // The config first (small): a manifest whose config is missing or bad fails before any
+        // layer is transferred.
+        if cfg_desc.size > MAX_DOCUMENT_BYTES as i64 || cfg_desc.size < 0 {
+            return Err(bad("config", &cfg_desc.digest, &ep, format!("its size {} is out of range", cfg_desc.size)));
+        }
+        let cfg_resp = self.upstream.blob(&ep, &r, &cfg_desc.digest.to_string(), 0).await?.ok_or_else(|| {
+            RegistryError::BlobNotFound {
+                what: "config",
+                digest: cfg_desc.digest.to_string(),
+                reference: r.familiar(),
+                registry: ep.base.clone(),
+            }
+        })?;
+        let cfg_bytes = read_limited(cfg_resp, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|why| bad("config", &cfg_desc.digest, &ep, why))?;
+        let got = Digest::of(&cfg_bytes);
+        if got != cfg_desc.digest || cfg_bytes.len() as i64 != cfg_desc.size {
+            return Err(bad(
+                "config",
+                &cfg_desc.digest,
+                &ep,
+                format!(
+                    "the registry sent {} bytes with digest {got}; the manifest says {} bytes",
+                    cfg_bytes.len(),
+                    cfg_desc.size
+                ),
+            ));
+        }
+        let config: ImageConfig = serde_json::from_slice(&cfg_bytes)
+            .map_err(|e| bad("config", &cfg_desc.digest, &ep, format!("invalid JSON: {e}")))?;
+        if config.rootfs.diff_ids.len() != res.manifest.layers.len() {
+            return Err(bad(
+                "config",
+                &cfg_desc.digest,
+                &ep,
+                format!("it lists {} diff_ids for {} layers", config.rootfs.diff_ids.len(), res.manifest.layers.len()),
+            ));
+        }
+
+        let name = match r.digest() {
+            Some(d) => r.with_digest(d.clone()).to_string(),
+            None => r.to_string(),
+        };
+        let _ = events
+            .send(Event::Started(Box::new(Started {
+                name: name.clone(),
+                target: res.target.clone(),
+                manifest: res.manifest_desc.clone(),
+                layers: res.manifest.layers.clone(),
+                config: cfg_desc.clone(),
+                endpoint: ep.base.clone(),
+            })))
+            .await;
+
+        let lease = self.store.create_lease(&name, 3600).await?;
+        let out = self.pull_blobs(&res, &name, Bytes::from(cfg_bytes), &lease, &events).await;
+        self.store.delete_lease(&lease).await;
+        let done = out?;
+        let _ = events.send(Event::Done(done.clone())).await;
+        Ok(done)
+    }
+
+    async fn pull_blobs(
+        self: &Arc<Self>,
+        res: &Resolved,
+        name: &str,
+        cfg_bytes: Bytes,
+        lease: &str,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<Done> {
+        let m = &res.manifest;
+        let mut all: Vec<Digest> = m.layers.iter().map(|l| l.digest.clone()).collect();
+        all.push(m.config.digest.clone());
+        all.push(res.manifest_desc.digest.clone());
+        all.push(res.target.digest.clone());
+        let present = self.store.present(&all).await?;
+        for d in &present {
+            self.store.lease_blob(lease, d).await?;
+        }
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut blobs_present = 0u32;
+        for l in &m.layers {
+            if !seen.insert(l.digest.clone()) {
+                continue;
+            }
+            let (state, offset) = if present.contains(&l.digest) {
+                blobs_present += 1;
+                (BlobState::AlreadyExists, l.size as u64)
+            } else {
+                missing.push(l.clone());
+                (BlobState::Waiting, 0)
+            };
+            let ev = BlobEvent {
+                digest: l.digest.clone(),
+                kind: BlobKind::Layer,
+                state,
+                offset,
+                total: l.size as u64,
+                message: String::new(),
+            };
+            let _ = events.send(Event::Blob(ev)).await;
+        }
+        let blobs_fetched = missing.len() as u32;
+        let max = self.upstream.max_concurrent_downloads();
+        let downloaded: Vec<u64> = futures::stream::iter(missing.into_iter().map(|l| {
+            let this = self.clone();
+            let ep = res.endpoint.clone();
+            let r = res.reference.clone();
+            let lease = lease.to_string();
+            let events = events.clone();
+            async move { this.fetch_shared(ep, r, l, lease, events).await }
+        }))
+        .buffer_unordered(max)
+        .try_collect()
+        .await?;
+        let mut bytes_downloaded: u64 = downloaded.iter().sum();
+
+        if !present.contains(&m.config.digest) {
+            bytes_downloaded += cfg_bytes.len() as u64;
+            self.store.put_blob(&m.config.digest, cfg_bytes, lease).await?;
+        }
+        if !present.contains(&res.manifest_desc.digest) {
+            self.store.put_blob(&res.manifest_desc.digest, res.manifest_bytes.clone(), lease).await?;
+        }
+        if res.target.digest != res.manifest_desc.digest && !present.contains(&res.target.digest) {
+            self.store.put_blob(&res.target.digest, res.target_bytes.clone(), lease).await?;
+        }
+        let prev = self.store.record_target(name).await?;
+        let updated = prev.as_deref() != Some(res.target.digest.to_string().as_str());
+        self.store.put_record(name, &res.target).await?;
+        Ok(Done {
+            name: name.to_string(),
+            target: res.target.clone(),
+            image_id: m.config.digest.clone(),
+            updated,
+            bytes_downloaded,
+            blobs_present,
+            blobs_fetched,
+        })
+    }
+
+    /// Fetches a layer once for every concurrent pull that needs it, forwarding progress.
+    async fn fetch_shared(
+        self: Arc<Self>,
+        ep: Endpoint,
+        r: Reference,
+        desc: Descriptor,
+        lease: String,
+        events: mpsc::Sender<Event>,
+    ) -> Result<u64> {
+        let digest = desc.digest.clone();
+        let (mut rx, done, leader) = {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = map.get(&digest) {
+                (f.progress.clone(), f.done.clone(), false)
+            } else {
+                let (tx, rx) =
+                    watch::channel(Progress { state: BlobState::Waiting, offset: 0, message: String::new() });
+                let this = self.clone();
+                let (d2, desc2, lease2) = (digest.clone(), desc.clone(), lease.clone());
+                let handle = tokio::spawn(async move {
+                    let out = this.fetch_blob(&ep, &r, &desc2, &lease2, &tx).await;
+                    this.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d2);
+                    out
+                });
+                let fut: SharedFetch = async move {
+                    handle.await.unwrap_or_else(|e| {
+                        Err(RegistryError::Store { unavailable: false, message: format!("download task failed: {e}") })
+                    })
+                }
+                .boxed()
+                .shared();
+                map.insert(digest.clone(), Inflight { progress: rx.clone(), done: fut.clone() });
+                (rx, fut, true)
+            }
+        };
+        let total = desc.size as u64;
+        let send = |p: &Progress, state: Option<BlobState>| BlobEvent {
+            digest: digest.clone(),
+            kind: BlobKind::Layer,
+            state: state.unwrap_or(p.state),
+            offset: p.offset,
+            total,
+            message: p.message.clone(),
+        };
+        if !leader {
+            let p = rx.borrow().clone();
+            let _ = events.send(Event::Blob(send(&p, Some(BlobState::Shared)))).await;
+        }
+        let mut done = done;
+        let result = loop {
+            tokio::select! {
+                r = &mut done => break r,
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break done.await;
+                    }
+                    let p = rx.borrow_and_update().clone();
+                    let _ = events.send(Event::Blob(send(&p, None))).await;
+                    // At most ~10 progress events per second per blob.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        match result {
+            Ok(n) => {
+                if !leader {
+                    // The leader's lease protects it until its pull ends; ours from now on.
+                    self.store.lease_blob(&lease, &digest).await?;
+                }
+                let p = Progress { state: BlobState::Done, offset: total, message: String::new() };
+                let _ = events.send(Event::Blob(send(&p, None))).await;
+                Ok(if leader { n } else { 0 })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams one blob from upstream into a store ingest; commits only when size and digest
+    /// match. On failure the ingest is discarded.
+    async fn fetch_blob(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        desc: &Descriptor,
+        lease: &str,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<u64> {
+        let ingest_ref = format!("pull-{}", desc.digest.hex());
+        let mut ing = self.store.ingest(&ingest_ref, &desc.digest, desc.size, lease).await?;
+        match self.download(ep, r, desc, &mut ing, tx).await {
+            Ok(n) => {
+                tx.send_modify(|p| {
+                    p.state = BlobState::Verifying;
+                });
+                if let Err(e) = ing.commit().await {
+                    self.store.abort(&ingest_ref).await;
+                    return Err(e);
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                drop(ing);
+                self.store.abort(&ingest_ref).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        desc: &Descriptor,
+        ing: &mut Ingest,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<u64> {
+        let size = desc.size as u64;
+        let digest = desc.digest.to_string();
+        let mut hasher = Sha256::new();
+        let mut offset: u64 = 0;
+        let mut resumes = 0u32;
+        let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
+        loop {
+            tx.send_modify(|p| {
+                p.state = BlobState::Downloading;
+                p.offset = offset;
+            });
+            let resp =
+                self.upstream.blob(ep, r, &digest, offset).await?.ok_or_else(|| RegistryError::BlobNotFound {
+                    what: "layer",
+                    digest: digest.clone(),
+                    reference: r.familiar(),
+                    registry: ep.base.clone(),
+                })?;
+            // A server may answer a Range request with the whole body (200) or a different
+            // start; skip what we already have.
+            let mut skip: u64 = 0;
+            if offset > 0 {
+                let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                    resp.headers()
+                        .get(reqwest::header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(offset)
+                } else {
+                    0
+                };
+                if start > offset {
+                    return Err(bad(
+                        "layer",
+                        &digest,
+                        ep,
+                        format!("asked for bytes from {offset}, the registry sent from {start}"),
+                    ));
+                }
+                skip = offset - start;
+            }
+            let mut stream = resp.bytes_stream();
+            let mut broke = None;
+            while let Some(item) = stream.next().await {
+                let mut chunk = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        broke = Some(error_chain(&e));
+                        break;
+                    }
+                };
+                if skip > 0 {
+                    let n = (skip as usize).min(chunk.len());
+                    chunk = chunk.slice(n..);
+                    skip -= n as u64;
+                }
+                if chunk.is_empty() {
+                    continue;
+                }
+                if offset + chunk.len() as u64 > size {
+                    return Err(bad(
+                        "layer",
+                        &digest,
+                        ep,
+                        format!("the registry sent more than the {size} bytes the manifest says"),
+                    ));
+                }
+                hasher.update(&chunk);
+                offset += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= WRITE_CHUNK {
+                    ing.write(buf.split().freeze()).await?;
+                }
+                tx.send_modify(|p| p.offset = offset);
+            }
+            if offset == size {
+                break;
+            }
+            let why = broke.unwrap_or_else(|| format!("the body ended after {offset} of {size} bytes"));
+            resumes += 1;
+            if resumes > MAX_RESUMES {
+                return Err(bad(
+                    "layer",
+                    &digest,
+                    ep,
+                    format!("truncated: gave up after {MAX_RESUMES} resumes ({why})"),
+                ));
+            }
+            tracing::warn!(%digest, offset, %why, "blob download broke; resuming with a Range request");
+            tx.send_modify(|p| {
+                p.state = BlobState::Retrying;
+                p.message = why.clone();
+            });
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(resumes))).await;
+        }
+        if !buf.is_empty() {
+            ing.write(buf.split().freeze()).await?;
+        }
+        let got = Digest::from_sha256(hasher.finalize().into());
+        if got != desc.digest {
+            return Err(bad("layer", &digest, ep, format!("its content has digest {got} (size {size} matched)")));
+        }
+        Ok(size)
+    }
+}
