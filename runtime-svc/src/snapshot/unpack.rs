@@ -609,10 +609,13 @@ impl<'a> Walker<'a> {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta, SnapshotError> {
         let h = entry.header();
         let hdr_err = |e| SnapshotError::Stream { layer: self.layer.clone(), what: "tar", source: e };
+        // An empty numeric field (all NULs or spaces, as some writers leave uid/gid) reads as 0.
+        let blank = |raw: &[u8]| raw.iter().all(|b| *b == 0 || *b == b' ');
+        let old = h.as_old();
         let mut meta = Meta {
-            uid: h.uid().map_err(hdr_err)? as u32,
-            gid: h.gid().map_err(hdr_err)? as u32,
-            mode: h.mode().map_err(hdr_err)? & 0o7777,
+            uid: if blank(&old.uid) { 0 } else { h.uid().map_err(hdr_err)? as u32 },
+            gid: if blank(&old.gid) { 0 } else { h.gid().map_err(hdr_err)? as u32 },
+            mode: if blank(&old.mode) { 0o644 } else { h.mode().map_err(hdr_err)? & 0o7777 },
             mtime: libc::timespec { tv_sec: h.mtime().unwrap_or(0) as libc::time_t, tv_nsec: 0 },
             xattrs: Vec::new(),
         };
