@@ -4,7 +4,8 @@
 //! Layout under the root (`$BERTH_ROOT`, default `/var/lib/berth`):
 //! `run/<svc>.sock` (sockets), `run/<svc>.pid` (pid files), `run/start.lock` (held while a CLI
 //! starts services, so two CLIs never start the same one twice), `<svc>/` (each service's state),
-//! `logs/<svc>.log` (each service's stdout and stderr).
+//! `logs/<svc>.log` (each service's stdout and stderr), `config/<svc>.toml` (optional config file
+//! passed to the service).
 //!
 //! Services are found next to the `berth` executable, then in `PATH`. They run in their own
 //! session (setsid), detached from the terminal, and outlive the CLI that started them.
@@ -105,6 +106,12 @@ impl LocalStack {
     /// `<root>/logs/<svc>.log`.
     pub fn log(&self, svc: Service) -> PathBuf {
         self.root.join("logs").join(format!("{}.log", svc.short()))
+    }
+
+    /// `<root>/config/<svc>.toml`: passed as `--config` when it exists (flags still win for
+    /// `--listen`, `--root` and `--store`).
+    pub fn config(&self, svc: Service) -> PathBuf {
+        self.root.join("config").join(format!("{}.toml", svc.short()))
     }
 
     /// `<root>/run/<svc>.pid`.
@@ -227,6 +234,10 @@ impl LocalStack {
         if svc != Service::Store {
             cmd.arg("--store").arg(self.endpoint(Service::Store).to_string());
         }
+        let config = self.config(svc);
+        if config.is_file() {
+            cmd.arg("--config").arg(config);
+        }
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         // SAFETY: setsid is async-signal-safe; it detaches the service from our terminal and
         // process group so that Ctrl-C on this CLI does not reach it.
@@ -236,7 +247,18 @@ impl LocalStack {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        // ETXTBSY: the binary was just written (installed or copied) and a descriptor to it is
+        // still open somewhere for a moment; try again briefly.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.with_context(|| format!("starting {}", bin.display()))?,
+            }
+        };
         let pid = child.id() as i32;
         std::fs::write(self.pid_file(svc), format!("{pid}\n"))
             .with_context(|| format!("writing {}", self.pid_file(svc).display()))?;
