@@ -611,6 +611,20 @@ pub async fn load_target(
                 }
                 index_digest = Some(desc.digest.clone());
                 desc = i.select(want)?.clone();
+                if platform.is_none() {
+                    // No platform asked for: the host's if its manifest is here, else the first
+                    // platform that was pulled (e.g. `pull --platform linux/arm64`).
+                    let mut candidates = vec![desc.clone()];
+                    candidates.extend(i.manifests.iter().filter(|d| d.digest != desc.digest).cloned());
+                    let digests: Vec<String> = candidates.iter().map(|d| d.digest.to_string()).collect();
+                    let mut content = spb::content_client::ContentClient::new(channel.clone());
+                    if let Ok(r) = content.stat_many(spb::StatManyRequest { digests }).await {
+                        let present: Vec<String> = r.into_inner().present.into_iter().map(|b| b.digest).collect();
+                        if let Some(c) = candidates.iter().find(|c| present.contains(&c.digest.to_string())) {
+                            desc = c.clone();
+                        }
+                    }
+                }
             }
         }
     };

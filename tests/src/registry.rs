@@ -485,6 +485,105 @@ impl TokenIssuer {
     }
 }
 
+// ---- store-svc + registry-svc for pull tests ----
+
+/// store-svc and registry-svc started together (registry-svc pointed at the store), with
+/// helpers to pull and to look at what the store holds.
+pub struct PullStack {
+    /// store-svc.
+    pub store: crate::stack::Service,
+    /// registry-svc.
+    pub registry: crate::stack::Service,
+}
+
+/// What a pull streamed.
+#[derive(Debug, Default)]
+pub struct PullOutcome {
+    /// Every event, in order.
+    pub events: Vec<berth_proto::registry::v1::PullEvent>,
+    /// The final event, when the pull succeeded.
+    pub done: Option<berth_proto::registry::v1::PullDone>,
+}
+
+impl PullOutcome {
+    /// Layer digests reported in `state`.
+    pub fn blobs_in(&self, state: berth_proto::registry::v1::BlobState) -> Vec<String> {
+        use berth_proto::registry::v1::pull_event::Event;
+        let mut v: Vec<String> = self
+            .events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(Event::Blob(b)) if b.state == state as i32 => Some(b.digest.clone()),
+                _ => None,
+            })
+            .collect();
+        v.dedup();
+        v
+    }
+}
+
+impl PullStack {
+    /// Starts both services; `config` is registry-svc's TOML config (may be empty).
+    pub async fn start(config: &str) -> Self {
+        let store = crate::stack::Service::start("store-svc").await;
+        let cfg = store.dir().join("registry-svc.toml");
+        std::fs::write(&cfg, config).expect("writing registry-svc config");
+        let registry = crate::stack::Service::builder("registry-svc")
+            .arg("--store")
+            .arg(store.endpoint().to_string())
+            .arg("--config")
+            .arg(cfg.to_string_lossy().to_string())
+            .env("HOME", store.dir().to_string_lossy().to_string())
+            .start()
+            .await;
+        Self { store, registry }
+    }
+
+    /// Pulls through registry-svc's gRPC API.
+    pub async fn pull(&self, reference: &str, platform: Option<&str>) -> Result<PullOutcome, tonic::Status> {
+        use berth_proto::registry::v1 as pb;
+        let mut c = pb::registry_client::RegistryClient::new(self.registry.channel().await);
+        let platform = platform.map(|p| {
+            let parts: Vec<&str> = p.split('/').collect();
+            berth_proto::types::v1::Platform {
+                os: parts.first().unwrap_or(&"").to_string(),
+                architecture: parts.get(1).unwrap_or(&"").to_string(),
+                variant: parts.get(2).unwrap_or(&"").to_string(),
+                os_version: String::new(),
+            }
+        });
+        let mut stream = c.pull(pb::PullRequest { reference: reference.to_string(), platform }).await?.into_inner();
+        let mut out = PullOutcome::default();
+        while let Some(ev) = stream.message().await? {
+            if let Some(pb::pull_event::Event::Done(d)) = &ev.event {
+                out.done = Some(d.clone());
+            }
+            out.events.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// Names of the image records in the store.
+    pub async fn image_names(&self) -> Vec<String> {
+        use berth_proto::store::v1 as spb;
+        let mut c = spb::images_client::ImagesClient::new(self.store.channel().await);
+        let l = c.list(spb::ListImagesRequest { prefix: String::new() }).await.expect("Images.List").into_inner();
+        l.images.into_iter().map(|i| i.name).collect()
+    }
+
+    /// Digests of the committed blobs in the store.
+    pub async fn blob_digests(&self) -> Vec<String> {
+        use berth_proto::store::v1 as spb;
+        let mut c = spb::content_client::ContentClient::new(self.store.channel().await);
+        let mut s = c.list(spb::ListRequest {}).await.expect("Content.List").into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.expect("Content.List stream") {
+            out.extend(m.blobs.into_iter().map(|b| b.digest));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
