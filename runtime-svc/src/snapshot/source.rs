@@ -3,8 +3,7 @@
 
 use super::{Layer, SnapshotError};
 use async_trait::async_trait;
-use berth_proto::store::v1::{content_client::ContentClient, ReadRequest};
-use futures::StreamExt;
+use berth_proto::store::v1::{content_client::ContentClient, ReadRequest, ReadResponse};
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -37,11 +36,37 @@ impl StoreLayerSource {
     }
 }
 
+/// How often a dropped `Content.Read` stream is resumed (from the offset reached) before the
+/// layer fails.
+const READ_RETRIES: u32 = 3;
+
+struct ReadState {
+    client: ContentClient<tonic::transport::Channel>,
+    digest: String,
+    offset: i64,
+    stream: Option<tonic::codec::Streaming<ReadResponse>>,
+    retries: u32,
+    failed: bool,
+}
+
+fn transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+    )
+}
+
 #[async_trait]
 impl LayerSource for StoreLayerSource {
     async fn open(&self, layer: &Layer) -> Result<LayerReader, SnapshotError> {
         let mut client = self.client.clone();
-        let req = ReadRequest { digest: layer.digest.to_string(), offset: 0, length: 0 };
+        let digest = layer.digest.to_string();
+        let req = ReadRequest { digest: digest.clone(), offset: 0, length: 0 };
+        // The first request's error (NOT_FOUND above all) is reported as a fetch error.
         let stream = client.read(req).await.map_err(|s| SnapshotError::Fetch {
             layer: layer.digest.clone(),
             reason: match s.code() {
@@ -49,22 +74,72 @@ impl LayerSource for StoreLayerSource {
                 code => format!("store-svc answered {code:?}: {}", s.message()),
             },
         })?;
-        // Each message must continue exactly where the previous one ended.
-        let mut next = 0i64;
-        let bytes = stream.into_inner().map(move |msg| {
-            let msg =
-                msg.map_err(|s| io::Error::other(format!("store-svc stream: {:?}: {}", s.code(), s.message())))?;
-            if msg.offset != next {
-                return Err(io::Error::other(format!(
-                    "store-svc sent data at offset {} where {} was expected",
-                    msg.offset, next
-                )));
+        let state = ReadState {
+            client,
+            digest,
+            offset: 0,
+            stream: Some(stream.into_inner()),
+            retries: READ_RETRIES,
+            failed: false,
+        };
+        // A stream of byte chunks that resumes from the offset reached when the connection drops.
+        let bytes = futures::stream::unfold(state, |mut st| async move {
+            if st.failed {
+                return None;
             }
-            next += msg.data.len() as i64;
-            Ok::<_, io::Error>(msg.data)
+            loop {
+                let stream = match st.stream.as_mut() {
+                    Some(s) => s,
+                    None => {
+                        let req = ReadRequest { digest: st.digest.clone(), offset: st.offset, length: 0 };
+                        match st.client.read(req).await {
+                            Ok(r) => st.stream.insert(r.into_inner()),
+                            Err(s) if transient(s.code()) && st.retries > 0 => {
+                                st.retries -= 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                                continue;
+                            }
+                            Err(s) => return Some((Err(status_err(&s)), st.stopped())),
+                        }
+                    }
+                };
+                match stream.message().await {
+                    Ok(Some(msg)) => {
+                        if msg.offset != st.offset {
+                            let e = io::Error::other(format!(
+                                "store-svc sent data at offset {} where {} was expected",
+                                msg.offset, st.offset
+                            ));
+                            return Some((Err(e), st.stopped()));
+                        }
+                        st.offset += msg.data.len() as i64;
+                        return Some((Ok(msg.data), st));
+                    }
+                    Ok(None) => return None,
+                    Err(s) if transient(s.code()) && st.retries > 0 => {
+                        tracing::warn!(digest = %st.digest, offset = st.offset, error = %s, "layer stream dropped; resuming");
+                        st.retries -= 1;
+                        st.stream = None;
+                    }
+                    Err(s) => return Some((Err(status_err(&s)), st.stopped())),
+                }
+            }
         });
         Ok(Box::pin(tokio_util::io::StreamReader::new(bytes)))
     }
+}
+
+impl ReadState {
+    /// After an error: the next poll ends the stream.
+    fn stopped(mut self) -> Self {
+        self.failed = true;
+        self.stream = None;
+        self
+    }
+}
+
+fn status_err(s: &tonic::Status) -> io::Error {
+    io::Error::other(format!("store-svc stream: {:?}: {}", s.code(), s.message()))
 }
 
 /// Reads layers from files named by the hex part of their digest in one directory

@@ -733,3 +733,136 @@ async fn a_layer_unpacks_the_same_under_any_parent() {
     let perms = std::fs::metadata(&d1[1]).unwrap().permissions();
     assert_eq!(perms.mode() & 0o777, 0o755, "layer root without an entry of its own is 0755");
 }
+
+// ---- StoreLayerSource against a flaky in-process Content server --------------------------------
+
+mod flaky_store {
+    use super::*;
+    use berth_proto::store::v1 as pb;
+    use berth_proto::store::v1::content_server::{Content, ContentServer};
+    use bytes::Bytes;
+    use futures::Stream;
+    use std::pin::Pin;
+    use tonic::{Request, Response, Status};
+
+    /// Serves one blob; the first `drops` reads fail part-way with `fail_code`.
+    struct Flaky {
+        blob: Bytes,
+        reads: Arc<AtomicUsize>,
+        drops: usize,
+        fail_code: tonic::Code,
+    }
+
+    type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Content for Flaky {
+        type ReadStream = Stream2<pb::ReadResponse>;
+        type ListStream = Stream2<pb::ListResponse>;
+
+        async fn read(&self, req: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+            let n = self.reads.fetch_add(1, Ordering::SeqCst);
+            let mut off = req.into_inner().offset as usize;
+            let mut msgs = Vec::new();
+            while off < self.blob.len() {
+                if n < self.drops && msgs.len() == 3 {
+                    msgs.push(Err(Status::new(self.fail_code, "connection dropped")));
+                    break;
+                }
+                let end = (off + 16 * 1024).min(self.blob.len());
+                msgs.push(Ok(pb::ReadResponse { offset: off as i64, data: self.blob.slice(off..end) }));
+                off = end;
+            }
+            Ok(Response::new(Box::pin(futures::stream::iter(msgs))))
+        }
+        async fn stat(&self, _: Request<pb::StatRequest>) -> Result<Response<pb::StatResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn stat_many(&self, _: Request<pb::StatManyRequest>) -> Result<Response<pb::StatManyResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn write(
+            &self,
+            _: Request<tonic::Streaming<pb::WriteRequest>>,
+        ) -> Result<Response<pb::WriteResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn write_status(
+            &self,
+            _: Request<pb::WriteStatusRequest>,
+        ) -> Result<Response<pb::WriteStatusResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn list_writes(
+            &self,
+            _: Request<pb::ListWritesRequest>,
+        ) -> Result<Response<pb::ListWritesResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn abort_write(
+            &self,
+            _: Request<pb::AbortWriteRequest>,
+        ) -> Result<Response<pb::AbortWriteResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn delete(&self, _: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+    }
+
+    async fn serve(flaky: Flaky) -> tonic::transport::Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ContentServer::new(flaky))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    }
+
+    fn big_layer() -> (Bytes, Layer) {
+        let mut t = Tar::new();
+        for i in 0..40 {
+            let data: Vec<u8> = (0..20_000u32).map(|j| (j.wrapping_mul(2_654_435_761) >> (i % 24)) as u8).collect();
+            t.file(&format!("f{i}"), &data);
+        }
+        let tar = t.bytes();
+        let blob = compress(&tar, Comp::Gzip);
+        let layer = Layer {
+            digest: Digest::of(&blob),
+            media_type: media_type(Comp::Gzip).into(),
+            size: blob.len() as i64,
+            diff_id: Digest::of(&tar),
+        };
+        assert!(blob.len() > 4 * 16 * 1024, "the blob must outlast the dropped stream");
+        (Bytes::from(blob), layer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_read_stream_resumes_from_its_offset() {
+        let (blob, layer) = big_layer();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let ch = serve(Flaky { blob, reads: reads.clone(), drops: 2, fail_code: tonic::Code::Unavailable }).await;
+        let env = Env::new();
+        let dirs = env.snap.prepare(&StoreLayerSource::new(ch), &[layer], None).await.unwrap();
+        assert!(dirs[0].join("f39").is_file());
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "two drops, two resumes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_store_error_fails_the_layer() {
+        let (blob, layer) = big_layer();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let ch = serve(Flaky { blob, reads: reads.clone(), drops: 1, fail_code: tonic::Code::DataLoss }).await;
+        let env = Env::new();
+        let err = env.snap.prepare(&StoreLayerSource::new(ch), &[layer], None).await.unwrap_err();
+        assert!(matches!(err, SnapshotError::Stream { what: "layer blob", .. }), "{err}");
+        assert!(err.to_string().contains("DataLoss"), "{err}");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        env.assert_nothing_committed();
+    }
+}
