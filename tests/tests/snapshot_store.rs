@@ -65,6 +65,45 @@ async fn put_blob(ch: Channel, data: Bytes) -> Digest {
     d
 }
 
+/// A tar entry written with a raw header (names with `..` or `/` are kept as they are).
+struct Entry {
+    name: String,
+    kind: tar::EntryType,
+    link: String,
+    data: Vec<u8>,
+}
+
+fn file(name: &str, data: &[u8]) -> Entry {
+    Entry { name: name.into(), kind: tar::EntryType::Regular, link: String::new(), data: data.to_vec() }
+}
+
+fn symlink(name: &str, target: &str) -> Entry {
+    Entry { name: name.into(), kind: tar::EntryType::Symlink, link: target.into(), data: vec![] }
+}
+
+fn hardlink(name: &str, target: &str) -> Entry {
+    Entry { name: name.into(), kind: tar::EntryType::Link, link: target.into(), data: vec![] }
+}
+
+fn raw_tar(entries: &[Entry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        let g = h.as_gnu_mut().unwrap();
+        g.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        g.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        h.set_entry_type(e.kind);
+        h.set_size(e.data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, &e.data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 struct Rootfs {
     target: PathBuf,
 }
@@ -164,35 +203,39 @@ async fn hostile_or_missing_layers_in_the_store_fail_cleanly() {
     let sentinel = tmp.path().join("sentinel");
     std::fs::create_dir_all(&sentinel).unwrap();
 
-    // A symlink to the sentinel, then a write through it.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
-    h.set_mode(0o777);
-    b.append_link(&mut h, "escape", &sentinel).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_size(5);
-    h.set_mode(0o644);
-    b.append_data(&mut h, "escape/pwned", &b"pwned"[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let blob = Bytes::from(gz.finish().unwrap());
-    let digest = put_blob(ch.clone(), blob.clone()).await;
-    let layer = Layer {
-        digest: digest.clone(),
-        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        size: blob.len() as i64,
-        diff_id: Digest::of(&tar),
-    };
-    let err = snap.prepare(&src, &[layer], None).await.unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, SnapshotError::BadEntry { .. }), "{msg}");
-    assert!(msg.contains(&digest.to_string()) && msg.contains("escape/pwned") && msg.contains("symlink"), "{msg}");
-    assert_eq!(std::fs::read_dir(&sentinel).unwrap().count(), 0, "nothing written outside the snapshot");
-    assert!(snap.list().unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(tmp.path().join("runtime/tmp")).unwrap().count(), 0);
+    std::fs::write(sentinel.join("secret"), b"untouched").unwrap();
+    let s = sentinel.display().to_string();
+    // The four kinds of item 5, each a good entry first and then the hostile one(s).
+    let cases: Vec<(&str, Vec<Entry>, &str)> = vec![
+        ("path traversal", vec![file("ok", b"ok"), file("../../../sentinel/pwned", b"x")], ".."),
+        ("symlink escape", vec![symlink("escape", &s), file("escape/pwned", b"x")], "symlink"),
+        ("hardlink out (absolute)", vec![hardlink("h", &format!("{s}/secret"))], "does not exist in this layer"),
+        ("hardlink out (..)", vec![hardlink("h", "../../../sentinel/secret")], ".."),
+        ("whiteout outside", vec![file("../../../sentinel/.wh.secret", b"")], ".."),
+    ];
+    for (what, entries, expect) in cases {
+        let tar = raw_tar(&entries);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let blob = Bytes::from(gz.finish().unwrap());
+        let digest = put_blob(ch.clone(), blob.clone()).await;
+        let layer = Layer {
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: blob.len() as i64,
+            diff_id: Digest::of(&tar),
+        };
+        let err = snap.prepare(&src, &[layer], None).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, SnapshotError::BadEntry { .. }), "{what}: {msg}");
+        assert!(msg.contains(&digest.to_string()) && msg.contains(expect), "{what}: {msg}");
+        let names: Vec<_> = std::fs::read_dir(&sentinel).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["secret"], "{what}: nothing written outside the snapshot");
+        assert_eq!(std::fs::read(sentinel.join("secret")).unwrap(), b"untouched", "{what}");
+        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(sentinel.join("secret")).unwrap()), 1);
+        assert!(snap.list().unwrap().is_empty(), "{what}: no snapshot committed");
+        assert_eq!(std::fs::read_dir(tmp.path().join("runtime/tmp")).unwrap().count(), 0, "{what}: no temp dir left");
+    }
 
     // A layer the store does not have.
     let missing = Layer {
