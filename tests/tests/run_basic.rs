@@ -73,3 +73,128 @@ async fn run_echo_ps_stop_rm() {
     assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/berth/{id}")).exists());
     assert!(!env.runtime.root().join("containers").join(&id).exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_isolation_env_cmd_names_limits() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::with_busybox().await;
+    let bb = env.busybox.clone();
+
+    // Two containers from one image write different files; neither sees the other's, and a
+    // third container sees the image unchanged.
+    env.ok(&["run", "--name", "a", &bb, "sh", "-c", "echo a > /only-a && test ! -e /only-b"]).await;
+    env.ok(&["run", "--name", "b", &bb, "sh", "-c", "echo b > /only-b && test ! -e /only-a"]).await;
+    let o = env.berth(&["run", "--rm", &bb, "sh", "-c", "ls /only-a /only-b"]).await;
+    assert_ne!(o.status.code(), Some(0), "a fresh container sees another's files: {}", out(&o));
+    // The writes survive a restart of their own container.
+    env.ok(&["start", "a"]).await;
+    assert_eq!(env.ok(&["wait", "a"]).await.trim(), "0");
+
+    // --env overrides the image's ENV; a trailing command replaces CMD; -w, -u, --hostname.
+    let o = env
+        .ok(&[
+            "run",
+            "--rm",
+            "-e",
+            "PATH=/bin:/custom",
+            "-e",
+            "GREETING=hello",
+            &bb,
+            "sh",
+            "-c",
+            "echo $PATH $GREETING",
+        ])
+        .await;
+    assert_eq!(o, "/bin:/custom hello\n");
+    let envfile = env.home.path().join("env.list");
+    std::fs::write(&envfile, "# comment\nFROM_FILE=yes\n").unwrap();
+    let o = env.ok(&["run", "--rm", "--env-file", envfile.to_str().unwrap(), &bb, "sh", "-c", "echo $FROM_FILE"]).await;
+    assert_eq!(o, "yes\n");
+    let o = env
+        .ok(&[
+            "run",
+            "--rm",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "--hostname",
+            "box1",
+            &bb,
+            "sh",
+            "-c",
+            "pwd; id -u; hostname",
+        ])
+        .await;
+    assert_eq!(o, "/tmp\n65534\nbox1\n");
+    let o = env.ok(&["run", "--rm", "--entrypoint", "echo", &bb, "from", "entrypoint"]).await;
+    assert_eq!(o, "from entrypoint\n");
+
+    // Isolation: own PID namespace (the command is PID 1), only loopback, read-only /sys.
+    let o = env
+        .ok(&["run", "--rm", &bb, "sh", "-c", "echo $$; ls /sys/class/net; touch /sys/x 2>/dev/null || echo ro"])
+        .await;
+    assert_eq!(o, "1\nlo\nro\n");
+
+    // Names are unique, with docker's conflict message and exit code 125.
+    let o = env.berth(&["run", "--name", "a", &bb, "true"]).await;
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("is already in use"), "{}", err(&o));
+    // Random names look like docker's.
+    env.ok(&["create", &bb]).await;
+    let all = env.ps_all().await;
+    let created = all.iter().find(|v| v["State"] == "created").expect("a created container");
+    let name = created["Names"].as_str().unwrap();
+    assert!(name.contains('_') && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+    assert_eq!(created["Status"], "Created");
+
+    // SIGTERM honoured: a process that traps TERM exits at once with its own code.
+    env.ok(&["run", "-d", "--name", "polite", &bb, "sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
+        .await;
+    let t0 = Instant::now();
+    env.ok(&["stop", "polite"]).await;
+    assert!(t0.elapsed() < Duration::from_secs(5), "stop took {:?}", t0.elapsed());
+    let e = env.ps_entry("polite").await.unwrap();
+    assert!(e["Status"].as_str().unwrap().starts_with("Exited (7)"), "{e}");
+
+    // kill -s, restart, rm -f of a running container.
+    env.ok(&["run", "-d", "--name", "victim", &bb, "sh", "-c", "trap 'exit 9' USR1; while true; do sleep 0.1; done"])
+        .await;
+    env.ok(&["kill", "-s", "USR1", "victim"]).await;
+    assert_eq!(env.ok(&["wait", "victim"]).await.trim(), "9");
+    env.ok(&["restart", "-t", "1", "victim"]).await;
+    let e = env.ps_entry("victim").await.unwrap();
+    assert_eq!(e["State"], "running", "{e}");
+    let id = e["ID"].as_str().unwrap().to_string();
+    env.ok(&["rm", "-f", "victim"]).await;
+    assert!(env.ps_entry("victim").await.is_none());
+    assert!(processes_mentioning(&id).is_empty(), "processes of {id} are left");
+    assert!(mounts_mentioning(&id).is_empty(), "mounts of {id} are left");
+
+    // A memory limit kills a hog (exit 137, as docker's OOM kill).
+    let o = env.berth(&["run", "--rm", "-m", "16m", &bb, "sh", "-c", "tail /dev/zero"]).await;
+    assert_eq!(o.status.code(), Some(137), "stderr: {}", err(&o));
+    // --pids-limit caps forks; --cpus is accepted and applied.
+    let o = env
+        .berth(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "5",
+            "--cpus",
+            "0.5",
+            &bb,
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait",
+        ])
+        .await;
+    assert!(err(&o).contains("fork") || err(&o).contains("resource"), "pids limit not applied: {}", err(&o));
+
+    // container prune removes every stopped container.
+    let pruned = env.ok(&["container", "prune", "-f"]).await;
+    assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+    assert!(env.ps_all().await.is_empty());
+}
