@@ -187,7 +187,7 @@ impl Manager {
         let snap = Snapshotter::open(root.join("snapshots"))?;
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-        let nofile = (lim.rlim_max as u64).min(1 << 20);
+        let nofile = lim.rlim_max.min(1 << 20);
         let m = Arc::new(Manager {
             root,
             cfg,
@@ -271,7 +271,7 @@ impl Manager {
             .map(|e| e.record())
             .filter(|r| all || r.status == Status::Running)
             .collect();
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        v.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         v
     }
 

@@ -22,7 +22,7 @@ pub use run::CreateOpts;
 #[derive(clap::Subcommand, Debug)]
 pub enum ContainerCommand {
     #[command(flatten)]
-    Lifecycle(Lifecycle),
+    Lifecycle(Box<Lifecycle>),
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerSub),
@@ -32,7 +32,7 @@ pub enum ContainerCommand {
 #[derive(clap::Subcommand, Debug)]
 pub enum ContainerSub {
     #[command(flatten)]
-    Lifecycle(Lifecycle),
+    Lifecycle(Box<Lifecycle>),
     /// List containers.
     Ls(PsOpts),
     /// Remove all stopped containers.
@@ -130,8 +130,8 @@ pub struct PsOpts {
 
 pub async fn run(cmd: ContainerCommand, ctx: &Context) -> Result<ExitCode> {
     match cmd {
-        ContainerCommand::Lifecycle(l) => lifecycle(l, ctx).await,
-        ContainerCommand::Container(ContainerSub::Lifecycle(l)) => lifecycle(l, ctx).await,
+        ContainerCommand::Lifecycle(l) => lifecycle(*l, ctx).await,
+        ContainerCommand::Container(ContainerSub::Lifecycle(l)) => lifecycle(*l, ctx).await,
         ContainerCommand::Container(ContainerSub::Ls(o)) => ps(ctx, o).await,
         ContainerCommand::Container(ContainerSub::Prune { force }) => prune(ctx, force).await,
     }
