@@ -198,3 +198,32 @@ async fn run_isolation_env_cmd_names_limits() {
     assert!(pruned.contains("Deleted Containers:"), "{pruned}");
     assert!(env.ps_all().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_pulls_a_missing_image_first() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::start().await;
+    let bb = env.busybox.clone();
+    let o = env.berth(&["run", "--rm", &bb, "echo", "pulled"]).await;
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", err(&o));
+    assert_eq!(out(&o), "pulled\n");
+    assert!(err(&o).contains("Unable to find image"), "{}", err(&o));
+    // -i pipes stdin into the container.
+    let mut c = env.berth_cmd(&["run", "--rm", "-i", &bb, "sh", "-c", "tr a-z A-Z; exit 5"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let o = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(out(&o), "SHOUT\n");
+    // An unknown image is a clear error with docker's exit code 125.
+    let o = env.berth(&["run", "--rm", &format!("{}/nope:1", env.registry.addr()), "true"]).await;
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+}

@@ -192,7 +192,6 @@ async fn create_container(
 ) -> Result<pb::Container> {
     match try_create(rt, req.clone()).await {
         Err(e) if e.code() == tonic::Code::NotFound && e.message().starts_with("No such image") => {
-            eprintln!("Unable to find image '{}' locally", req.image);
             pull(ctx, &req.image).await?;
             try_create(rt, req).await.map_err(daemon_err)
         }
@@ -200,11 +199,10 @@ async fn create_container(
     }
 }
 
-/// Pulls an image through registry-svc (the image commands' `ensure_image`).
+/// Pulls an image through registry-svc (the image commands' `ensure_image`, which says
+/// "Unable to find image ... locally" and shows the pull's progress).
 async fn pull(ctx: &Context, image: &str) -> Result<()> {
-    // TODO(image commands): switch to crate::cmd::image::ensure_image once it lands.
-    let _ = ctx;
-    Err(anyhow!("Unable to find image '{image}' locally; pull it first with `berth pull {image}`"))
+    crate::cmd::image::ensure_image(ctx, image, None).await.map(|_| ())
 }
 
 /// Runs Create and renders its layer progress on stderr.
