@@ -1,0 +1,320 @@
+//! `cargo run --release -p berth-tests --bin bench_run`: `berth run` beside podman and bare runc.
+//!
+//! Measured side by side in one run, all storage on a freshly made loop-mounted ext4 (see
+//! shared/PEERS.md):
+//! 1. warm `berth run --rm busybox true` (CLI → gRPC → runtime-svc → shim → runc) vs
+//!    `podman run --rm --network none busybox true` vs `runc run` of an equivalent bundle;
+//! 2. first run of a not-yet-pulled multi-layer image (pull + unpack + start) vs podman;
+//! 3. 50 detached containers started, listed and removed, vs podman;
+//! 4. RSS of an idle container's shim (vs conmon) and of runtime-svc.
+//!
+//! Needs root. Prints a markdown table with the ratios against the targets.
+
+use anyhow::{bail, Context, Result};
+use berth_tests::fixtures::Fixture;
+use berth_tests::registry::Registry;
+use berth_tests::stack::{bin_path, Service};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WARM_RUNS: usize = 15;
+const MANY: usize = 50;
+
+fn main() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bench_run needs root");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let work = tempfile::Builder::new().prefix("berth-bench-run").tempdir()?;
+    let fs = LoopFs::new(work.path())?;
+    let result = rt.block_on(bench(&fs.mnt));
+    drop(fs);
+    let rows = result?;
+    println!("\n| measurement | berth | peer | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+struct Row {
+    what: String,
+    berth: String,
+    peer: String,
+    ratio: String,
+    target: String,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "| {} | {} | {} | {} | {} |", self.what, self.berth, self.peer, self.ratio, self.target)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration, target: f64) -> String {
+    let r = a.as_secs_f64() / b.as_secs_f64();
+    format!("{r:.3}× {}", if r <= target { "✅" } else { "❌" })
+}
+
+/// A fresh ext4 on a loop device, mounted under `dir/mnt`; unmounted on drop.
+struct LoopFs {
+    mnt: PathBuf,
+    img: PathBuf,
+}
+
+impl LoopFs {
+    fn new(dir: &Path) -> Result<Self> {
+        let img = dir.join("fs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        sh(Command::new("truncate").arg("-s").arg("6G").arg(&img))?;
+        sh(Command::new("mkfs.ext4").arg("-q").arg("-F").arg(&img))?;
+        sh(Command::new("mount").arg("-o").arg("loop").arg(&img).arg(&mnt))?;
+        Ok(LoopFs { mnt, img })
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // Overlay mounts podman may have left inside first, then the filesystem itself.
+        let _ = Command::new("umount").arg("-R").arg(&self.mnt).status();
+        if Command::new("umount").arg(&self.mnt).stderr(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+fn sh(c: &mut Command) -> Result<String> {
+    let o = c.stdin(Stdio::null()).output().with_context(|| format!("running {c:?}"))?;
+    if !o.status.success() {
+        bail!("{c:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn timed(c: &mut Command) -> Result<Duration> {
+    let t0 = Instant::now();
+    sh(c)?;
+    Ok(t0.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Podman {
+    root: PathBuf,
+    runroot: PathBuf,
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn new(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let conf = dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n\n[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+        )?;
+        Ok(Podman { root: dir.join("root"), runroot: dir.join("runroot"), conf })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .arg("--storage-driver")
+            .arg("overlay")
+            .args(args)
+            .env("CONTAINERS_CONF", &self.conf)
+            .stdout(Stdio::piped());
+        c
+    }
+}
+
+struct Berth {
+    _store: Service,
+    _registry: Service,
+    runtime: Service,
+    env: Vec<(String, String)>,
+}
+
+impl Berth {
+    async fn start(root: &Path) -> Result<Self> {
+        let store = Service::builder("store-svc").root(root.join("store")).start().await;
+        let registry = Service::builder("registry-svc")
+            .root(root.join("registry"))
+            .arg("--store")
+            .arg(store.endpoint().to_string())
+            .start()
+            .await;
+        let runtime = Service::builder("runtime-svc")
+            .root(root.join("runtime"))
+            .arg("--store")
+            .arg(store.endpoint().to_string())
+            .start()
+            .await;
+        let env = vec![
+            ("BERTH_STORE".into(), store.endpoint().to_string()),
+            ("BERTH_REGISTRY".into(), registry.endpoint().to_string()),
+            ("BERTH_RUNTIME".into(), runtime.endpoint().to_string()),
+            ("BERTH_ROOT".into(), root.join("cli").display().to_string()),
+        ];
+        Ok(Berth { _store: store, _registry: registry, runtime, env })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin_path("berth"));
+        c.args(args).envs(self.env.iter().cloned()).stdout(Stdio::piped());
+        c
+    }
+}
+
+/// VmRSS in KiB of the first process whose command line contains all of `needles`.
+fn rss_of(needles: &[&str]) -> Option<(u32, u64)> {
+    for de in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = de.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let c = String::from_utf8_lossy(&c);
+        if needles.iter().all(|n| c.contains(n)) {
+            return Some((pid, rss_kib(pid)?));
+        }
+    }
+    None
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn bench(mnt: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    eprintln!("starting registry and pushing fixtures…");
+    let registry = Registry::start()?;
+    let bb = registry.push_fixture(Fixture::Busybox, "busybox")?;
+    let big = registry.push_fixture(Fixture::Big { layers: 5, files_per_layer: 2000, mb: 100 }, "big")?;
+    let berth = Berth::start(&mnt.join("berth")).await?;
+    let podman = Podman::new(&mnt.join("podman"))?;
+
+    // Warm-up: both pull busybox and run it once.
+    sh(&mut berth.cmd(&["run", "--rm", &bb, "true"]))?;
+    sh(&mut podman.cmd(&["pull", "-q", "--tls-verify=false", &bb]))?;
+    sh(&mut podman.cmd(&["run", "--rm", "--network", "none", &bb, "true"]))?;
+
+    // A runc bundle of the same busybox.
+    let bundle = mnt.join("runc-bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/bin"))?;
+    std::fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox"))?;
+    std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin/true"))?;
+    sh(Command::new("runc").arg("spec").current_dir(&bundle))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["root"]["readonly"] = false.into();
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
+    let runc_root = mnt.join("runc-state");
+
+    eprintln!("warm runs ({WARM_RUNS} each, interleaved)…");
+    let (mut b, mut p, mut r) = (vec![], vec![], vec![]);
+    for i in 0..WARM_RUNS {
+        b.push(timed(&mut berth.cmd(&["run", "--rm", &bb, "true"]))?);
+        p.push(timed(&mut podman.cmd(&["run", "--rm", "--network", "none", &bb, "true"]))?);
+        let id = format!("bench{i}");
+        r.push(timed(Command::new("runc").arg("--root").arg(&runc_root).args(["run", "-b"]).arg(&bundle).arg(&id))?);
+    }
+    let (b, p, r) = (median(b), median(p), median(r));
+    rows.push(Row {
+        what: "`run --rm busybox true` (median) vs podman".into(),
+        berth: ms(b),
+        peer: ms(p),
+        ratio: ratio(b, p, 0.25),
+        target: "≤ 0.25×".into(),
+    });
+    rows.push(Row {
+        what: "`run --rm busybox true` vs bare `runc run`".into(),
+        berth: ms(b),
+        peer: ms(r),
+        ratio: ratio(b, r, 2.0),
+        target: "≤ 2×".into(),
+    });
+
+    eprintln!("first run of a 5-layer image not yet pulled…");
+    let bt = timed(&mut berth.cmd(&["run", "--rm", &big, "true"]))?;
+    let pt = timed(&mut podman.cmd(&["run", "--rm", "--network", "none", "--tls-verify=false", &big, "true"]))?;
+    rows.push(Row {
+        what: "first run, 5 layers / 100 MB / 10k files (pull+unpack+start)".into(),
+        berth: ms(bt),
+        peer: ms(pt),
+        ratio: ratio(bt, pt, 0.3),
+        target: "≤ 0.3×".into(),
+    });
+
+    eprintln!("{MANY} detached containers…");
+    let t0 = Instant::now();
+    let mut ids = vec![];
+    for _ in 0..MANY {
+        ids.push(sh(&mut berth.cmd(&["run", "-d", &bb, "sleep", "1000"]))?.trim().to_string());
+    }
+    let listed = sh(&mut berth.cmd(&["ps", "-q"]))?.lines().count();
+    let b_start_list = t0.elapsed();
+    // Idle memory while they run.
+    let shim = rss_of(&["berth-shim", &ids[0]]);
+    let svc = berth.runtime.pid().and_then(rss_kib);
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    sh(&mut berth.cmd(&rm))?;
+    let bt = t0.elapsed();
+    if listed != MANY {
+        bail!("berth ps listed {listed} containers, expected {MANY}");
+    }
+
+    let t0 = Instant::now();
+    let mut pids = vec![];
+    for _ in 0..MANY {
+        pids.push(sh(&mut podman.cmd(&["run", "-d", "--network", "none", &bb, "sleep", "1000"]))?.trim().to_string());
+    }
+    sh(&mut podman.cmd(&["ps", "-q"]))?;
+    let p_start_list = t0.elapsed();
+    let conmon = rss_of(&["conmon", &pids[0]]);
+    let mut rm = vec!["rm", "-f", "-t", "0"];
+    rm.extend(pids.iter().map(String::as_str));
+    sh(&mut podman.cmd(&rm))?;
+    let pt = t0.elapsed();
+    rows.push(Row {
+        what: format!("{MANY} × `run -d` + `ps` + one `rm -f` of all"),
+        berth: format!("{} (start+list {})", ms(bt), ms(b_start_list)),
+        peer: format!("{} (start+list {})", ms(pt), ms(p_start_list)),
+        ratio: ratio(bt, pt, 0.25),
+        target: "≤ 0.25×".into(),
+    });
+    let shim_kib = shim.map(|s| s.1).unwrap_or(0);
+    rows.push(Row {
+        what: "RSS of an idle container's supervisor (berth-shim vs conmon)".into(),
+        berth: format!("{shim_kib} KiB"),
+        peer: format!("{} KiB", conmon.map(|c| c.1).unwrap_or(0)),
+        ratio: format!("{} ", if shim_kib > 0 && shim_kib <= 2048 { "✅" } else { "❌" }),
+        target: "≤ 2 MB".into(),
+    });
+    rows.push(Row {
+        what: format!("RSS of runtime-svc (after {MANY} containers)"),
+        berth: format!("{} KiB", svc.unwrap_or(0)),
+        peer: "-".into(),
+        ratio: "-".into(),
+        target: "-".into(),
+    });
+    // Podman's leftovers.
+    let _ = podman.cmd(&["rm", "-a", "-f"]).stderr(Stdio::null()).status();
+    let _ = podman.cmd(&["system", "prune", "-a", "-f"]).stderr(Stdio::null()).stdout(Stdio::null()).status();
+    Ok(rows)
+}
