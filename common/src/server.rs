@@ -1,11 +1,13 @@
 //! Serving a Berth gRPC service: listeners (unix socket, TCP with optional mutual TLS), the
 //! standard side services (grpc.health.v1, server reflection, `berth.types.v1.ServiceInfo`),
-//! message-size limits and a graceful drain on SIGTERM/SIGINT.
+//! W3C trace context (`traceparent`, see [`crate::telemetry`]), message-size limits and a graceful
+//! drain on SIGTERM/SIGINT.
 //!
 //! Health answers NOT_SERVING until the service's `ready` future resolves, and again from the
 //! moment a shutdown signal arrives; in-flight calls then get `drain_timeout` to finish.
 
 use crate::endpoint::Endpoint;
+use crate::telemetry::TraceLayer;
 use anyhow::{bail, Context, Result};
 use berth_proto::types::v1 as pb;
 use std::collections::BTreeMap;
@@ -126,6 +128,7 @@ pub async fn serve_until(
                 let r = routes.clone();
                 servers.spawn(async move {
                     server
+                        .layer(TraceLayer)
                         .add_routes(r)
                         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), wait_stop)
                         .await
@@ -144,7 +147,12 @@ pub async fn serve_until(
                 tracing::info!(service = meta.name, endpoint = %ep, local = %listener.local_addr()?, "listening");
                 let r = routes.clone();
                 servers.spawn(async move {
-                    server.add_routes(r).serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_stop).await
+                    // Server::tcp_nodelay only applies to listeners tonic makes itself: without
+                    // this, Nagle delays small frames (window updates) and stalls streams.
+                    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+                        s.and_then(|s| s.set_nodelay(true).map(|()| s))
+                    });
+                    server.layer(TraceLayer).add_routes(r).serve_with_incoming_shutdown(incoming, wait_stop).await
                 });
             }
         }

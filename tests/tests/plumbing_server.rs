@@ -37,8 +37,10 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl st::content_server::Content for SlowContent {
+    /// Answers NotFound with the trace context the handler runs in, for the trace test.
     async fn stat(&self, _: Request<st::StatRequest>) -> Result<Response<st::StatResponse>, Status> {
-        unimplemented()
+        let ctx = berth_common::telemetry::current_trace().map(|c| c.to_string()).unwrap_or_default();
+        Err(Status::not_found(format!("trace={ctx}")))
     }
     async fn stat_many(&self, _: Request<st::StatManyRequest>) -> Result<Response<st::StatManyResponse>, Status> {
         unimplemented()
@@ -402,4 +404,34 @@ async fn sigterm_drain_is_bounded_by_the_drain_timeout() {
     let status = server.wait_exit(Duration::from_secs(10)).expect("the server hung on a call longer than its drain");
     assert!(status.success(), "server exited with {status}");
     assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn trace_context_is_propagated() {
+    use berth_common::telemetry::{inject_trace, with_trace, TraceContext};
+    let dir = tempfile::tempdir().unwrap();
+    let ep = Endpoint::unix(dir.path().join("s.sock"));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_until(opts(ep.clone()), meta(), routes(), async { Ok(()) }, async move {
+        let _ = stop_rx.await;
+    }));
+    let ch = wait_for(&ep, None).await;
+    let seen =
+        |e: Status| TraceContext::parse(e.message().strip_prefix("trace=").unwrap()).expect("handler had a trace");
+
+    // A caller inside a trace: the handler continues that trace in a span of its own.
+    let parent = TraceContext::new_root();
+    let mut client = st::content_client::ContentClient::with_interceptor(ch.clone(), inject_trace);
+    let e = with_trace(parent, client.stat(st::StatRequest::default())).await.unwrap_err();
+    let got = seen(e);
+    assert_eq!(got.trace_id, parent.trace_id, "the trace id did not cross the call");
+    assert_ne!(got.span_id, parent.span_id);
+
+    // A caller without trace context still gets a trace on the server.
+    let mut plain = st::content_client::ContentClient::new(ch);
+    let e = plain.stat(st::StatRequest::default()).await.unwrap_err();
+    assert_ne!(seen(e).trace_id, parent.trace_id);
+
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
