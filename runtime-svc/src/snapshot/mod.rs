@@ -210,6 +210,9 @@ impl Snapshotter {
 
     /// Ensures every layer is unpacked (each once, concurrent callers wait for the same work,
     /// layers of one image unpacked in parallel); returns the layer dirs, BOTTOM-most first.
+    ///
+    /// `progress` gets compressed-bytes updates (dropped when the channel is full) and one
+    /// `done: true` per layer (awaited: drain the channel while `prepare` runs).
     pub async fn prepare(
         &self,
         src: &dyn LayerSource,
