@@ -97,3 +97,26 @@ async fn token_auth_registry_reuses_tokens() {
     // One token for the repository, reused for the manifest, config and all three layers.
     assert_eq!(used, 1, "expected the token to be reused, the issuer handed out {used}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_are_tried_first_and_fall_through() {
+    let mirror = Registry::start().unwrap();
+    mirror.push_fixture(Fixture::Busybox, "library/busybox").unwrap();
+    // A registry that is not running: only the mirror can serve it.
+    let dead = berth_tests::stack::free_port();
+    let cfg = format!("[mirrors]\n\"127.0.0.1:{dead}\" = [\"http://{}\"]\n", mirror.addr());
+    let stack = PullStack::start(&cfg).await;
+    let out = stack.pull(&format!("127.0.0.1:{dead}/library/busybox"), None).await.unwrap();
+    assert!(out.done.is_some());
+    let started = out.events.iter().find_map(|e| match &e.event {
+        Some(berth_proto::registry::v1::pull_event::Event::Started(s)) => Some(s.endpoint.clone()),
+        _ => None,
+    });
+    assert_eq!(started, Some(format!("http://{}", mirror.addr())));
+    // A mirror that is down falls through to the registry itself.
+    let real = Registry::start().unwrap();
+    let r = real.push_fixture(Fixture::Busybox, "busybox").unwrap();
+    let cfg = format!("[mirrors]\n\"{}\" = [\"http://127.0.0.1:{dead}\"]\n", real.addr());
+    let stack = PullStack::start(&cfg).await;
+    assert!(stack.pull(&r, None).await.unwrap().done.is_some());
+}
