@@ -312,7 +312,9 @@ impl Snapshotter {
     }
 
     /// Removes snapshots whose chain ID is not in `keep`; returns what was removed. Snapshots being
-    /// prepared right now are kept.
+    /// prepared right now are kept, but a snapshot that a `prepare` has already returned is not
+    /// protected: `keep` must hold the chain IDs of every container, including those being
+    /// created (serialize GC with container creation).
     pub fn prune(&self, keep: &HashSet<Digest>) -> Result<Vec<Digest>, SnapshotError> {
         let mut removed = Vec::new();
         let victims: Vec<(Digest, u64)> = {

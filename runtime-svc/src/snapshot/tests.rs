@@ -866,3 +866,41 @@ mod flaky_store {
         env.assert_nothing_committed();
     }
 }
+
+#[tokio::test]
+async fn long_names_and_link_targets_survive() {
+    // GNU long-name/long-link records and PAX paths past the 100-byte header fields.
+    let env = Env::new();
+    let deep = format!("{}/file", (0..12).map(|i| format!("directory-{i:02}")).collect::<Vec<_>>().join("/"));
+    assert!(deep.len() > 100);
+    let long_target = format!("/{}", "t".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    b.append_data(&mut h, &deep, &b"deep"[..]).unwrap();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    b.append_link(&mut h, "long-link", &long_target).unwrap();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    b.append_link(&mut h, "hard-to-deep", &deep).unwrap();
+    let tar = b.into_inner().unwrap();
+    let dirs = env.prepare(&[env.layer(&tar, Comp::Gzip)]).await.unwrap();
+    assert_eq!(std::fs::read(dirs[0].join(&deep)).unwrap(), b"deep");
+    assert_eq!(std::fs::read_link(dirs[0].join("long-link")).unwrap(), Path::new(&long_target));
+    assert_eq!(lstat(&dirs[0].join("hard-to-deep")).ino(), lstat(&dirs[0].join(&deep)).ino());
+}
