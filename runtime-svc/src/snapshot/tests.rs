@@ -904,3 +904,20 @@ async fn long_names_and_link_targets_survive() {
     assert_eq!(std::fs::read_link(dirs[0].join("long-link")).unwrap(), Path::new(&long_target));
     assert_eq!(lstat(&dirs[0].join("hard-to-deep")).ino(), lstat(&dirs[0].join(&deep)).ino());
 }
+
+#[tokio::test]
+async fn paths_longer_than_path_max_are_refused() {
+    let env = Env::new();
+    let deep = "d/".repeat(2100) + "f";
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    b.append_data(&mut h, &deep, &b"x"[..]).unwrap();
+    let err = env.prepare(&[env.layer(&b.into_inner().unwrap(), Comp::Gzip)]).await.unwrap_err();
+    assert!(err.to_string().contains("PATH_MAX"), "{err}");
+    env.assert_nothing_committed();
+}

@@ -826,6 +826,10 @@ fn copy_entry<R: Read>(src: &mut R, dst: &mut std::fs::File, buf: &mut [u8]) -> 
 /// Splits a tar path into components: empty and `.` components dropped (so a leading `/` makes
 /// the path relative to the layer root), `..` refused.
 pub(crate) fn split_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    // Nothing in a container can use a longer path, and it bounds the directory depth.
+    if raw.len() >= libc::PATH_MAX as usize {
+        return Err(format!("path is {} bytes long, longer than PATH_MAX", raw.len()));
+    }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
