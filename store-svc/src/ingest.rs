@@ -408,8 +408,8 @@ impl Store {
                     self.sync(&entry, &mut io).await?;
                     return match end {
                         Some(Err(e)) => Err(match e {
-                            StoreError::StreamBroken { ref_, detail, .. } => {
-                                StoreError::StreamBroken { ref_, offset: entry.offset(), detail }
+                            StoreError::StreamBroken { detail, .. } => {
+                                StoreError::StreamBroken { ref_: entry.ref_.clone(), offset: entry.offset(), detail }
                             }
                             other => other,
                         }),
@@ -490,5 +490,152 @@ impl Store {
             committed: Some(info),
             already_exists: outcome == crate::backend::CommitOutcome::AlreadyExists,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fs::FsBackend;
+    use crate::store::StoreConfig;
+
+    async fn open(dir: &std::path::Path) -> Arc<Store> {
+        Store::open(Arc::new(FsBackend::open(dir).unwrap()), StoreConfig::default()).await.unwrap()
+    }
+
+    fn chunks(
+        r: &str,
+        data: &[u8],
+        expected: &Digest,
+        from: usize,
+        step: usize,
+        commit: bool,
+    ) -> Vec<Result<WriteChunk>> {
+        let mut out = Vec::new();
+        let mut off = from;
+        loop {
+            let end = (off + step).min(data.len());
+            out.push(Ok(WriteChunk {
+                ref_: r.to_string(),
+                expected: expected.to_string(),
+                total: data.len() as i64,
+                offset: off as i64,
+                data: Bytes::copy_from_slice(&data[off..end]),
+                commit: commit && end == data.len(),
+                lease: String::new(),
+            }));
+            off = end;
+            if off >= data.len() {
+                return out;
+            }
+        }
+    }
+
+    async fn read_back(store: &Store, d: &Digest) -> Vec<u8> {
+        let s = store.read(d, 0, 0).await.unwrap();
+        let v: Vec<Bytes> = s.try_collect().await.unwrap();
+        v.concat()
+    }
+
+    #[tokio::test]
+    async fn write_commit_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(&data);
+        let out = store.write(futures::stream::iter(chunks("r1", &data, &d, 0, 100_000, true))).await.unwrap();
+        assert_eq!(out.committed.unwrap().size, data.len() as u64);
+        assert_eq!(read_back(&store, &d).await, data);
+        assert!(store.list_writes().is_empty());
+        // The same digest again short-circuits.
+        let again = store.write(futures::stream::iter(chunks("r2", &data, &d, 0, 1 << 20, true))).await.unwrap();
+        assert!(again.already_exists);
+        // Empty blob.
+        let e = Digest::of(b"");
+        let out = store.write(futures::stream::iter(chunks("empty", b"", &e, 0, 10, true))).await.unwrap();
+        assert_eq!(out.committed.unwrap().size, 0);
+    }
+
+    #[tokio::test]
+    async fn mismatches_discard_the_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let data = vec![7u8; 10_000];
+        let wrong = Digest::of(b"x");
+        let e = store.write(futures::stream::iter(chunks("bad", &data, &wrong, 0, 4096, true))).await.unwrap_err();
+        assert!(matches!(e, StoreError::DigestMismatch { .. }), "{e}");
+        assert!(matches!(store.stat(&wrong).await, Err(StoreError::BlobNotFound(_))));
+        assert!(store.list_writes().is_empty());
+        assert!(store.list().await.unwrap().is_empty());
+        let d = Digest::of(&data);
+        let mut msgs = chunks("short", &data, &d, 0, 4096, false);
+        msgs.pop();
+        if let Some(Ok(m)) = msgs.last_mut() {
+            m.commit = true;
+        }
+        let e = store.write(futures::stream::iter(msgs)).await.unwrap_err();
+        assert!(matches!(e, StoreError::SizeMismatch { .. }), "{e}");
+        assert!(store.list_writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn resume_in_process_and_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let d = Digest::of(&data);
+        {
+            let store = open(dir.path()).await;
+            let mut first = chunks("res", &data, &d, 0, 500_000, false);
+            first.truncate(3);
+            let out = store.write(futures::stream::iter(first)).await.unwrap();
+            assert_eq!(out.offset, 1_500_000);
+            assert_eq!(store.write_status("res").unwrap().offset, 1_500_000);
+            // Resume in process (hash state kept), stop again.
+            let mut second = chunks("res", &data, &d, 1_500_000, 500_000, false);
+            second.truncate(2);
+            // A broken stream keeps what arrived.
+            second.push(Err(StoreError::StreamBroken { ref_: String::new(), offset: 0, detail: "reset".into() }));
+            let e = store.write(futures::stream::iter(second)).await.unwrap_err();
+            assert!(matches!(e, StoreError::StreamBroken { offset: 2_500_000, .. }), "{e}");
+        }
+        // "Restart": a new Store on the same root re-hashes the staged bytes on resume.
+        let store = open(dir.path()).await;
+        let st = store.write_status("res").unwrap();
+        assert_eq!((st.offset, st.total, st.expected.clone()), (2_500_000, data.len() as u64, d.clone()));
+        let e = store.write(futures::stream::iter(chunks("res", &data, &d, 100, 500_000, true))).await.unwrap_err();
+        assert!(matches!(e, StoreError::OffsetMismatch { current: 2_500_000, .. }), "{e}");
+        let out = store.write(futures::stream::iter(chunks("res", &data, &d, 2_500_000, 500_000, true))).await.unwrap();
+        assert_eq!(out.committed.unwrap().digest, d);
+        assert_eq!(read_back(&store, &d).await, data);
+        // Conflicting parameters for an existing ingest are refused.
+        let other = vec![1u8; 10];
+        let od = Digest::of(&other);
+        let mut part = chunks("c", &other, &od, 0, 5, false);
+        part.truncate(1);
+        store.write(futures::stream::iter(part)).await.unwrap();
+        let e = store.write(futures::stream::iter(chunks("c", &data, &d, 5, 5, true))).await.unwrap_err();
+        assert!(matches!(e, StoreError::IngestConflict { .. }), "{e}");
+        store.abort_write("c").await.unwrap();
+        assert!(matches!(store.write_status("c"), Err(StoreError::IngestNotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn recovery_drops_ingests_of_committed_blobs_and_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"hello world".to_vec();
+        let d = Digest::of(&data);
+        {
+            let store = open(dir.path()).await;
+            store.write(futures::stream::iter(chunks("done", &data, &d, 0, 100, true))).await.unwrap();
+            // Simulate a crash between publishing the blob and deleting the descriptor.
+            let meta =
+                IngestMeta { ref_: "done".into(), expected: d.clone(), total: 11, started_at: SystemTime::now() };
+            store.put_record(&format!("{INGESTS}{}.json", name_id("done")), &meta).await.unwrap();
+        }
+        std::fs::write(dir.path().join("staging").join("orphan"), b"junk").unwrap();
+        let store = open(dir.path()).await;
+        assert!(store.list_writes().is_empty());
+        assert!(!dir.path().join("staging").join("orphan").exists());
+        assert_eq!(read_back(&store, &d).await, data);
     }
 }
