@@ -53,7 +53,7 @@ impl RuntimeService {
     }
 }
 
-fn to_pb(r: &Record) -> pb::Container {
+fn to_pb(r: &Record, log_path: &std::path::Path) -> pb::Container {
     pb::Container {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -91,9 +91,13 @@ fn to_pb(r: &Record) -> pb::Container {
         pid: r.pid,
         error: r.error.clone(),
         oom_killed: r.oom_killed,
-        log_path: String::new(),
+        log_path: log_path.display().to_string(),
         start_count: r.start_count,
     }
+}
+
+fn m_log(m: &Manager, r: &Record) -> std::path::PathBuf {
+    m.log_path(&r.id)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
@@ -154,7 +158,9 @@ impl pb::runtime_server::Runtime for RuntimeService {
             let res = m.create(spec, Some(ptx)).await;
             let _ = fwd.await;
             let msg = match res {
-                Ok(rec) => Ok(pb::CreateEvent { event: Some(pb::create_event::Event::Created(to_pb(&rec))) }),
+                Ok(rec) => {
+                    Ok(pb::CreateEvent { event: Some(pb::create_event::Event::Created(to_pb(&rec, &m_log(&m, &rec)))) })
+                }
                 Err(e) => {
                     tracing::info!(error = %e, "create failed");
                     Err(e.into())
@@ -167,14 +173,14 @@ impl pb::runtime_server::Runtime for RuntimeService {
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, GrpcStatus> {
         let rec = self.m.start(&req.into_inner().container).await?;
-        Ok(Response::new(pb::StartResponse { container: Some(to_pb(&rec)) }))
+        Ok(Response::new(pb::StartResponse { container: Some(to_pb(&rec, &m_log(&self.m, &rec))) }))
     }
 
     async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, GrpcStatus> {
         let r = req.into_inner();
         let t = (r.timeout_seconds >= 0).then(|| Duration::from_secs(r.timeout_seconds as u64));
-        let rec = self.m.stop(&r.container, t).await?;
-        Ok(Response::new(pb::StopResponse { container: Some(to_pb(&rec)) }))
+        let rec = self.m.stop(&r.container, t, &r.signal).await?;
+        Ok(Response::new(pb::StopResponse { container: Some(to_pb(&rec, &m_log(&self.m, &rec))) }))
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Result<Response<pb::KillResponse>, GrpcStatus> {
@@ -202,13 +208,13 @@ impl pb::runtime_server::Runtime for RuntimeService {
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, GrpcStatus> {
         let all = req.into_inner().all;
-        let containers = self.m.list(all).iter().map(to_pb).collect();
+        let containers = self.m.list(all).iter().map(|r| to_pb(r, &m_log(&self.m, r))).collect();
         Ok(Response::new(pb::ListResponse { containers }))
     }
 
     async fn inspect(&self, req: Request<pb::InspectRequest>) -> Result<Response<pb::InspectResponse>, GrpcStatus> {
         let rec = self.m.inspect(&req.into_inner().container)?;
-        Ok(Response::new(pb::InspectResponse { container: Some(to_pb(&rec)) }))
+        Ok(Response::new(pb::InspectResponse { container: Some(to_pb(&rec, &m_log(&self.m, &rec))) }))
     }
 
     async fn prune(&self, _req: Request<pb::PruneRequest>) -> Result<Response<pb::PruneResponse>, GrpcStatus> {

@@ -299,6 +299,11 @@ impl Manager {
         Ok(self.resolve(what)?.record())
     }
 
+    /// Where a container's json-file log is.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        containers_dir(&self.root).join(id).join("log.json")
+    }
+
     /// Makes a container from an image (fetching and unpacking layers as needed).
     pub async fn create(
         self: &Arc<Self>,
@@ -597,14 +602,17 @@ impl Manager {
     }
 
     /// Stops a running container: stop signal, then SIGKILL after `timeout`.
-    pub async fn stop(&self, what: &str, timeout: Option<Duration>) -> Result<Record, RuntimeError> {
+    pub async fn stop(&self, what: &str, timeout: Option<Duration>, signal: &str) -> Result<Record, RuntimeError> {
         let entry = self.resolve(what)?;
         let _op = entry.op.lock().await;
         let rec = entry.record();
         if !rec.status.can_kill() {
             return Ok(rec);
         }
-        let sig = if rec.run.stop_signal.is_empty() { libc::SIGTERM } else { parse_signal(&rec.run.stop_signal)? };
+        let sig = match (signal, rec.run.stop_signal.as_str()) {
+            ("", "") => libc::SIGTERM,
+            ("", s) | (s, _) => parse_signal(s)?,
+        };
         let timeout = timeout.unwrap_or(Duration::from_secs(self.cfg.stop_timeout_seconds.into()));
         let _ = shim::kill(&entry.dir, sig).await;
         let mut rx = entry.live.subscribe();

@@ -159,19 +159,13 @@ async fn lifecycle(cmd: Lifecycle, ctx: &Context) -> Result<ExitCode> {
         }
         Lifecycle::Stop { time, signal, containers } => {
             let rt = client(ctx).await?;
-            if let Some(sig) = signal {
-                return each(&containers, |c| {
-                    let mut rt = rt.clone();
-                    let sig = sig.clone();
-                    async move { rt.kill(pb::KillRequest { container: c, signal: sig }).await.map(|_| ()) }
-                })
-                .await
-                .map(code);
-            }
             each(&containers, |c| {
                 let mut rt = rt.clone();
+                let signal = signal.clone().unwrap_or_default();
                 async move {
-                    rt.stop(pb::StopRequest { container: c, timeout_seconds: time.unwrap_or(-1) }).await.map(|_| ())
+                    rt.stop(pb::StopRequest { container: c, timeout_seconds: time.unwrap_or(-1), signal })
+                        .await
+                        .map(|_| ())
                 }
             })
             .await
@@ -182,7 +176,12 @@ async fn lifecycle(cmd: Lifecycle, ctx: &Context) -> Result<ExitCode> {
             each(&containers, |c| {
                 let mut rt = rt.clone();
                 async move {
-                    rt.stop(pb::StopRequest { container: c.clone(), timeout_seconds: time.unwrap_or(-1) }).await?;
+                    rt.stop(pb::StopRequest {
+                        container: c.clone(),
+                        timeout_seconds: time.unwrap_or(-1),
+                        signal: String::new(),
+                    })
+                    .await?;
                     rt.start(pb::StartRequest { container: c }).await.map(|_| ())
                 }
             })

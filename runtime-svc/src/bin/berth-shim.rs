@@ -303,14 +303,16 @@ fn finish(s: &Shared, exit: Exit) {
         clients.exit = Some(exit.clone());
     }
     // Clean up: the runtime's state and cgroup, then the rootfs mount.
-    let _ = Command::new(&s.args.runtime)
-        .arg("--root")
-        .arg(&s.args.runtime_root)
-        .args(["delete", "--force", &s.args.id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    if !remove_runtime_state(&s.args) {
+        let _ = Command::new(&s.args.runtime)
+            .arg("--root")
+            .arg(&s.args.runtime_root)
+            .args(["delete", "--force", &s.args.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     if let Ok(c) = std::ffi::CString::new(s.args.rootfs.as_os_str().as_encoded_bytes()) {
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
@@ -333,13 +335,51 @@ fn finish(s: &Shared, exit: Exit) {
     }
 }
 
-fn write_atomic(path: &str, data: &[u8]) -> io::Result<()> {
-    let tmp = format!("{path}.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+/// What `runc delete` does for a container whose processes are all gone, without starting
+/// runc again (it takes tens of milliseconds): remove the (empty) cgroup in every hierarchy and
+/// runc's state dir. False when something is still there, so the caller falls back to
+/// `runc delete --force`.
+fn remove_runtime_state(a: &Args) -> bool {
+    let cg = a.cgroup.trim_start_matches('/');
+    let mut ok = true;
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup").join(cg)];
+    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
+        for de in rd.flatten() {
+            if de.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                dirs.push(de.path().join(cg));
+            }
+        }
     }
+    for d in dirs {
+        for attempt in 0..50 {
+            match fs::remove_dir(&d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                // Processes of the container still being torn down by the kernel.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+    }
+    if ok {
+        ok = match fs::remove_dir_all(a.runtime_root.join(&a.id)) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+    }
+    ok
+}
+
+fn write_atomic(path: &str, data: &[u8]) -> io::Result<()> {
+    // No fsync: the file only has to outlive runtime-svc, not the host (containers do not
+    // survive a reboot either).
+    let tmp = format!("{path}.tmp");
+    fs::write(&tmp, data)?;
     fs::rename(&tmp, path)
 }
 
