@@ -291,7 +291,7 @@ async fn records_and_leases_behave() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let live: Vec<String> =
         leases.list(pb::ListLeasesRequest {}).await.unwrap().into_inner().leases.into_iter().map(|l| l.id).collect();
-    assert_eq!(live, [l.id.clone()], "an expired lease is gone");
+    assert_eq!(live, std::slice::from_ref(&l.id), "an expired lease is gone");
     leases.delete(pb::DeleteLeaseRequest { id: l.id.clone() }).await.unwrap();
     assert_eq!(leases.delete(pb::DeleteLeaseRequest { id: l.id }).await.unwrap_err().code(), Code::NotFound);
     drop(cache);
