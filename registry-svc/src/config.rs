@@ -7,6 +7,7 @@
 //! insecure_registries = ["registry.lan:5000"]      # plain HTTP allowed (loopback always is)
 //! max_concurrent_downloads = 4
 //! docker_config = "/root/.docker/config.json"      # default: $DOCKER_CONFIG or ~/.docker
+//! ca_certs = ["/etc/berth/registry-ca.pem"]         # extra CAs for registries' HTTPS
 //! [mirrors]
 //! "docker.io" = ["https://mirror.example.com"]     # tried first, then the registry itself
 //! [auths."ghcr.io"]
@@ -68,6 +69,9 @@ pub struct ConfigFile {
     pub docker_config: Option<PathBuf>,
     /// Blobs fetched at once per pull.
     pub max_concurrent_downloads: Option<usize>,
+    /// Extra PEM CA certificates trusted for registries' HTTPS.
+    #[serde(default)]
+    pub ca_certs: Vec<PathBuf>,
     /// TLS for https:// listeners.
     pub tls: Option<TlsFile>,
     /// Allow plain http:// listeners on non-loopback addresses.
@@ -117,6 +121,8 @@ pub struct UpstreamConfig {
     pub docker_config: Option<PathBuf>,
     /// Blobs fetched at once per pull.
     pub max_concurrent_downloads: usize,
+    /// Extra PEM CA certificates.
+    pub ca_certs: Vec<PathBuf>,
 }
 
 fn berth_root() -> PathBuf {
@@ -158,6 +164,7 @@ impl Settings {
                 auths: file.auths,
                 docker_config: file.docker_config,
                 max_concurrent_downloads: max,
+                ca_certs: file.ca_certs,
             },
             tls: file.tls,
             allow_insecure_tcp: file.allow_insecure_tcp.unwrap_or(false),

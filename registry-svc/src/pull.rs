@@ -190,6 +190,11 @@ impl Puller {
                     tracing::warn!(mirror = %ep.base, error = %e, "mirror failed; trying the next endpoint");
                     last = Some(e);
                 }
+                Err(e @ RegistryError::Unreachable { .. }) if ep.insecure_tls => {
+                    tracing::info!(endpoint = %ep.base, error = %e, "no HTTPS at an insecure registry; using plain HTTP");
+                    self.upstream.https_failed(&ep);
+                    last = Some(e);
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -23,6 +23,9 @@ pub struct Endpoint {
     pub host: String,
     /// Whether this is a mirror (errors fall through to the next endpoint).
     pub mirror: bool,
+    /// An HTTPS attempt at an insecure or loopback registry: certificates are not verified and
+    /// a failure to connect falls through to plain HTTP (as docker does).
+    pub insecure_tls: bool,
 }
 
 /// User name and password for a registry.
@@ -121,6 +124,10 @@ struct CachedToken {
 /// The HTTP side of registry-svc, shared by every pull.
 pub struct Upstream {
     http: reqwest::Client,
+    /// For insecure registries' HTTPS attempt: no certificate verification.
+    http_insecure: reqwest::Client,
+    /// Hosts whose HTTPS attempt failed: plain HTTP from now on.
+    plain_http: Mutex<std::collections::HashSet<String>>,
     config: UpstreamConfig,
     /// Tokens by (host, scope), reused until shortly before they expire.
     tokens: Mutex<HashMap<(String, String), CachedToken>>,
@@ -143,20 +150,46 @@ pub struct FetchedManifest {
 impl Upstream {
     /// A client for the given configuration.
     pub fn new(config: UpstreamConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(16)
-            .build()
-            .map_err(|e| RegistryError::Config(format!("building the HTTP client: {e}")))?;
+        let build = |insecure: bool| -> Result<reqwest::Client> {
+            let mut b = reqwest::Client::builder()
+                .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(15))
+                .read_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(16)
+                .danger_accept_invalid_certs(insecure);
+            for ca in &config.ca_certs {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| RegistryError::Config(format!("reading CA certificate {}: {e}", ca.display())))?;
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| RegistryError::Config(format!("CA certificate {}: {e}", ca.display())))?;
+                b = b.add_root_certificate(cert);
+            }
+            b.build().map_err(|e| RegistryError::Config(format!("building the HTTP client: {e}")))
+        };
         Ok(Self {
-            http,
+            http: build(false)?,
+            http_insecure: build(true)?,
+            plain_http: Mutex::default(),
             config,
             tokens: Mutex::default(),
             basic_hosts: Mutex::default(),
             token_fetches: Default::default(),
         })
+    }
+
+    fn client(&self, ep: &Endpoint) -> &reqwest::Client {
+        if ep.insecure_tls {
+            &self.http_insecure
+        } else {
+            &self.http
+        }
+    }
+
+    /// Remembers that `ep` (an HTTPS attempt) failed, so its host is reached over plain HTTP.
+    pub fn https_failed(&self, ep: &Endpoint) {
+        if ep.insecure_tls {
+            self.plain_http.lock().unwrap_or_else(|e| e.into_inner()).insert(ep.host.clone());
+        }
     }
 
     /// How many tokens were fetched from token endpoints (for tests of token reuse).
@@ -181,17 +214,31 @@ impl Upstream {
                 let base = m.trim_end_matches('/').to_string();
                 let base = if base.contains("://") { base } else { format!("https://{base}") };
                 let host = base.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("").to_string();
-                Endpoint { base, host, mirror: true }
+                let insecure = is_loopback(&host) || self.config.insecure_registries.iter().any(|r| r == &host);
+                Endpoint { base, host, mirror: true, insecure_tls: insecure }
             })
             .collect();
-        let base = if domain == "docker.io" {
-            "https://registry-1.docker.io".to_string()
+        let host = domain.to_string();
+        if domain == "docker.io" {
+            out.push(Endpoint {
+                base: "https://registry-1.docker.io".into(),
+                host,
+                mirror: false,
+                insecure_tls: false,
+            });
         } else if is_loopback(domain) || self.config.insecure_registries.iter().any(|r| r == domain) {
-            format!("http://{domain}")
+            if !self.plain_http.lock().unwrap_or_else(|e| e.into_inner()).contains(domain) {
+                out.push(Endpoint {
+                    base: format!("https://{domain}"),
+                    host: host.clone(),
+                    mirror: false,
+                    insecure_tls: true,
+                });
+            }
+            out.push(Endpoint { base: format!("http://{domain}"), host, mirror: false, insecure_tls: false });
         } else {
-            format!("https://{domain}")
-        };
-        out.push(Endpoint { base, host: domain.to_string(), mirror: false });
+            out.push(Endpoint { base: format!("https://{domain}"), host, mirror: false, insecure_tls: false });
+        }
         out
     }
 
@@ -271,7 +318,7 @@ impl Upstream {
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = Self::scope(repo);
-                let mut req = self.http.get(&realm).query(&[("scope", scope.as_str())]);
+                let mut req = self.client(ep).get(&realm).query(&[("scope", scope.as_str())]);
                 if let Some(s) = &service {
                     req = req.query(&[("service", s.as_str())]);
                 }
@@ -345,7 +392,7 @@ impl Upstream {
     ) -> Result<reqwest::Response> {
         let mut auth = self.known_auth(ep, repo);
         for attempt in 0..2 {
-            let mut req = self.http.get(url);
+            let mut req = self.client(ep).get(url);
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
@@ -571,6 +618,10 @@ mod tests {
         assert_eq!(eps.len(), 2);
         assert!(eps[0].mirror && eps[0].base == "http://127.0.0.1:9");
         assert_eq!(eps[1].base, "https://registry-1.docker.io");
+        assert_eq!(u.endpoints("lan:5000")[0].base, "https://lan:5000");
+        assert!(u.endpoints("lan:5000")[0].insecure_tls);
+        assert_eq!(u.endpoints("lan:5000")[1].base, "http://lan:5000");
+        u.https_failed(&u.endpoints("lan:5000")[0]);
         assert_eq!(u.endpoints("lan:5000")[0].base, "http://lan:5000");
         assert_eq!(u.endpoints("ghcr.io")[0].base, "https://ghcr.io");
     }

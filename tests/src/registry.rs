@@ -67,6 +67,16 @@ impl Registry {
 
     /// Starts a registry with the given authentication.
     pub fn start_with(auth: Auth) -> Result<Self> {
+        Self::start_opts(auth, false)
+    }
+
+    /// Starts a registry serving HTTPS with a self-signed certificate for 127.0.0.1.
+    pub fn start_tls() -> Result<Self> {
+        Self::start_opts(Auth::None, true)
+    }
+
+    /// Starts a registry with the given authentication, over HTTPS when `tls`.
+    pub fn start_opts(auth: Auth, tls: bool) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-registry").tempdir()?;
         let port = crate::stack::free_port();
         let data = dir.path().join("data");
@@ -94,8 +104,25 @@ impl Registry {
                 token = Some(server);
             }
         }
+        let mut tls_yaml = String::new();
+        if tls {
+            let (k, c) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&k)
+                .arg("-out")
+                .arg(&c)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            tls_yaml = format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display());
+        }
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             data.display()
         );
         let cfg = dir.path().join("config.yml");
@@ -120,10 +147,9 @@ impl Registry {
             if let Some(st) = self.child.try_wait()? {
                 bail!("docker-registry exited with {st}: {}", self.log());
             }
-            if let Ok(status) = http_status(&self.addr(), "/v2/") {
-                if status == 200 || status == 401 {
-                    return Ok(());
-                }
+            // Any HTTP answer means it is up (a TLS registry answers plain HTTP with 400).
+            if http_status(&self.addr(), "/v2/").is_ok() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("docker-registry did not come up on {}: {}", self.addr(), self.log());
@@ -346,6 +372,11 @@ fn serve_conn(
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = conn.read(&mut chunk)?;
         if n == 0 {
+            return Ok(());
+        }
+        if buf.is_empty() && chunk[0] == 0x16 {
+            // A TLS ClientHello: answer as a plain HTTP server does.
+            conn.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")?;
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);

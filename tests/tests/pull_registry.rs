@@ -120,3 +120,17 @@ async fn mirrors_are_tried_first_and_fall_through() {
     let stack = PullStack::start(&cfg).await;
     assert!(stack.pull(&r, None).await.unwrap().done.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_registry_on_loopback() {
+    let reg = Registry::start_tls().unwrap();
+    let r = reg.push_fixture(Fixture::Busybox, "secure/busybox").unwrap();
+    let stack = PullStack::start("").await;
+    let out = stack.pull(&r, None).await.unwrap();
+    let endpoint = out.events.iter().find_map(|e| match &e.event {
+        Some(berth_proto::registry::v1::pull_event::Event::Started(s)) => Some(s.endpoint.clone()),
+        _ => None,
+    });
+    assert_eq!(endpoint, Some(format!("https://{}", reg.addr())));
+    assert!(out.done.is_some());
+}
