@@ -225,14 +225,29 @@ pub async fn version(ctx: &Context) -> Result<ExitCode> {
 }
 
 async fn df(ctx: &Context) -> Result<ExitCode> {
-    let mut gc = st::gc_client::GcClient::new(ctx.store().await?);
+    let store = ctx.store().await?;
+    let mut gc = st::gc_client::GcClient::new(store.clone());
     let u = gc.usage(st::UsageRequest {}).await.context("store-svc Gc.Usage")?.into_inner();
+    let images = st::images_client::ImagesClient::new(store.clone())
+        .list(st::ListImagesRequest { prefix: String::new() })
+        .await
+        .context("store-svc Images.List")?
+        .into_inner()
+        .images;
+    let cache = st::build_cache_client::BuildCacheClient::new(store.clone())
+        .list(st::ListCacheRequest {})
+        .await
+        .context("store-svc BuildCache.List")?
+        .into_inner()
+        .entries;
+    let image_bytes = referenced_bytes(store.clone(), images.iter().filter_map(|i| i.target.clone())).await;
+    let cache_bytes = referenced_bytes(store, cache.iter().filter_map(|c| c.target.clone())).await;
+
     let blob_bytes = u.blob_bytes.max(0) as u64;
     let reclaimable = u.reclaimable_bytes.max(0) as u64;
-    let in_use = blob_bytes.saturating_sub(reclaimable);
     let mut t = Table::new(["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"]);
-    t.row(["Images".to_string(), u.images.to_string(), "-".into(), "-".into()]);
-    t.row(["Build Cache".to_string(), u.cache_entries.to_string(), "-".into(), "-".into()]);
+    t.row(["Images".to_string(), images.len().to_string(), human_size(image_bytes), "-".into()]);
+    t.row(["Build Cache".to_string(), cache.len().to_string(), human_size(cache_bytes), "-".into()]);
     t.row([
         "Blobs".to_string(),
         u.blobs.to_string(),
@@ -241,12 +256,46 @@ async fn df(ctx: &Context) -> Result<ExitCode> {
     ]);
     t.row(["Ingests".to_string(), u.ingests.to_string(), human_size(u.ingest_bytes.max(0) as u64), "-".into()]);
     print!("{t}");
-    println!();
-    println!("In use by images, build cache and leases: {}", human_size(in_use));
     if !u.backend.is_empty() {
+        println!();
         println!("Storage backend: {}", u.backend);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the distinct blobs the given descriptors reach in the store: an index's manifests
+/// that are present, each manifest with its config and layers. Blobs shared between images count
+/// once; documents that are missing or unreadable count only what is known of them.
+async fn referenced_bytes(store: Channel, roots: impl Iterator<Item = berth_proto::types::v1::Descriptor>) -> u64 {
+    use berth_common::image::{is_index, is_manifest, read_blob, ManifestOrIndex, MAX_DOCUMENT_BYTES};
+    use berth_common::Digest;
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut queue: Vec<(String, String, i64)> = roots.map(|d| (d.media_type, d.digest, d.size)).collect();
+    while let Some((media_type, digest, size)) = queue.pop() {
+        if sizes.contains_key(&digest) {
+            continue;
+        }
+        if !(media_type.is_empty() || is_index(&media_type) || is_manifest(&media_type)) {
+            // A layer or config (e.g. a build-cache entry's result): counted, not read.
+            sizes.insert(digest, size.max(0) as u64);
+            continue;
+        }
+        let Ok(parsed) = digest.parse::<Digest>() else { continue };
+        let Ok(data) = read_blob(store.clone(), &parsed, MAX_DOCUMENT_BYTES).await else { continue };
+        sizes.insert(digest, size.max(0) as u64);
+        match ManifestOrIndex::parse(&media_type, &data) {
+            Ok(ManifestOrIndex::Index(i)) => {
+                queue.extend(i.manifests.into_iter().map(|d| (d.media_type, d.digest.to_string(), d.size)));
+            }
+            Ok(ManifestOrIndex::Manifest(m)) => {
+                for d in std::iter::once(m.config).chain(m.layers) {
+                    sizes.entry(d.digest.to_string()).or_insert(d.size.max(0) as u64);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    sizes.values().sum()
 }
 
 async fn prune(ctx: &Context, force: bool, dry_run: bool) -> Result<ExitCode> {
