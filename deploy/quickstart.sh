@@ -100,12 +100,11 @@ echo "==> Berth (local stack in $BERTH_ROOT)"
 "$BERTH" system info
 
 # ---------------------------------------------------------------------------------------------
-# MAIN JOB: pull and run the image through the local stack.
-# TODO(coordinator): finish once `berth pull` / `berth run` have landed (issues 3 and 4); e.g.
-#   "$BERTH" pull "$IMAGE"
-#   "$BERTH" run --rm "$IMAGE" echo hello
+# MAIN JOB: pull and run the image through the local stack (issues 3 and 4).
+# COORDINATOR: this is the spot to extend the demo (e.g. `berth images`, `berth ps -a`).
 "$BERTH" pull "$IMAGE"
 "$BERTH" run --rm "$IMAGE" echo hello
+"$BERTH" system df
 # ---------------------------------------------------------------------------------------------
 
 echo "==> Done. The local stack keeps running; stop it with: $BERTH system stop"
