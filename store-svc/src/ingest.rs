@@ -61,6 +61,17 @@ pub struct WriteOutcome {
     pub already_exists: bool,
 }
 
+/// A flush in progress (see [`Store::start_flush`]).
+type Flight = tokio::task::JoinHandle<FlushDone>;
+
+/// What a flush task hands back.
+struct FlushDone {
+    hasher: Option<Sha256>,
+    writer: Box<dyn StageWriter>,
+    written: Result<()>,
+    n: u64,
+}
+
 /// The persisted descriptor of an ingest (`meta/ingests/<id>.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct IngestMeta {
@@ -292,27 +303,34 @@ impl Store {
         Ok(())
     }
 
-    /// Hashes and appends `batch` (in parallel), then advances the ingest's offset.
-    async fn flush(&self, entry: &IngestEntry, io: &mut IngestIo, batch: &mut Vec<Bytes>) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let chunks = std::mem::take(batch);
-        let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+    /// Starts hashing and appending `batch` (in parallel, on blocking threads) in a task that
+    /// owns the hasher and the writer until [`Store::finish_flush`] takes them back, so the
+    /// session can receive the next batch meanwhile.
+    fn start_flush(&self, io: &mut IngestIo, batch: Vec<Bytes>) -> Flight {
+        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
         let mut hasher = io.hasher.take().expect("prepared ingest has a hasher");
-        let for_hash = chunks.clone();
-        let hashing = tokio::task::spawn_blocking(move || {
-            for c in &for_hash {
-                hasher.update(c);
-            }
-            hasher
-        });
-        let writer = io.writer.as_mut().expect("prepared ingest has a writer");
-        let (hashed, written) = tokio::join!(hashing, writer.append(chunks));
-        match (hashed, written) {
-            (Ok(h), Ok(())) => {
+        let mut writer = io.writer.take().expect("prepared ingest has a writer");
+        tokio::spawn(async move {
+            let for_hash = batch.clone();
+            let hashing = tokio::task::spawn_blocking(move || {
+                for c in &for_hash {
+                    hasher.update(c);
+                }
+                hasher
+            });
+            let (hashed, written) = tokio::join!(hashing, writer.append(batch));
+            FlushDone { hasher: hashed.ok(), writer, written: written.map_err(StoreError::from), n }
+        })
+    }
+
+    /// Waits for a flush started by [`Store::start_flush`] and advances the ingest's offset.
+    async fn finish_flush(&self, entry: &IngestEntry, io: &mut IngestIo, flight: Flight) -> Result<()> {
+        let done = flight.await.map_err(join_err)?;
+        match (done.hasher, done.written) {
+            (Some(h), Ok(())) => {
                 io.hasher = Some(h);
-                entry.set_offset(entry.offset() + n);
+                io.writer = Some(done.writer);
+                entry.set_offset(entry.offset() + done.n);
                 Ok(())
             }
             (h, w) => {
@@ -320,10 +338,28 @@ impl Store {
                 io.writer = None;
                 io.hasher = None;
                 w?;
-                h.map_err(join_err)?;
+                h.ok_or_else(|| StoreError::Internal("hashing task failed".into()))?;
                 unreachable!("one of the two failed")
             }
         }
+    }
+
+    /// Finishes the flush in flight (if any), then writes out `batch`.
+    async fn drain(
+        &self,
+        entry: &IngestEntry,
+        io: &mut IngestIo,
+        inflight: &mut Option<Flight>,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<()> {
+        if let Some(f) = inflight.take() {
+            self.finish_flush(entry, io, f).await?;
+        }
+        if !batch.is_empty() {
+            let f = self.start_flush(io, std::mem::take(batch));
+            self.finish_flush(entry, io, f).await?;
+        }
+        Ok(())
     }
 
     async fn sync(&self, entry: &IngestEntry, io: &mut IngestIo) -> Result<()> {
@@ -380,11 +416,14 @@ impl Store {
         let mut received = entry.offset();
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_bytes = 0usize;
+        // At most one batch is being hashed and written while the next one is received. Every
+        // way out of the loop drains it first, so nothing touches the ingest after we return.
+        let mut inflight: Option<Flight> = None;
         let mut msg = first;
         loop {
             let result = self.accept(&entry, &msg, received);
             if let Err(e) = result {
-                self.flush(&entry, &mut io, &mut batch).await?;
+                self.drain(&entry, &mut io, &mut inflight, &mut batch).await?;
                 self.sync(&entry, &mut io).await?;
                 return Err(e);
             }
@@ -393,18 +432,21 @@ impl Store {
                 batch_bytes += msg.data.len();
                 batch.push(std::mem::take(&mut msg.data));
                 if batch_bytes >= FLUSH_BYTES {
-                    self.flush(&entry, &mut io, &mut batch).await?;
+                    if let Some(f) = inflight.take() {
+                        self.finish_flush(&entry, &mut io, f).await?;
+                    }
+                    inflight = Some(self.start_flush(&mut io, std::mem::take(&mut batch)));
                     batch_bytes = 0;
                 }
             }
             if msg.commit {
-                self.flush(&entry, &mut io, &mut batch).await?;
+                self.drain(&entry, &mut io, &mut inflight, &mut batch).await?;
                 return self.commit(&entry, &mut io, lease.as_deref()).await;
             }
             match input.next().await {
                 Some(Ok(next)) => msg = next,
                 end => {
-                    self.flush(&entry, &mut io, &mut batch).await?;
+                    self.drain(&entry, &mut io, &mut inflight, &mut batch).await?;
                     self.sync(&entry, &mut io).await?;
                     return match end {
                         Some(Err(e)) => Err(match e {
