@@ -170,9 +170,14 @@ impl Context {
                 if t.autostarts() {
                     self.stack.ensure(svc).await
                 } else {
-                    berth_common::endpoint::connect(&t.endpoint, t.tls.as_ref())
-                        .await
-                        .with_context(|| format!("{svc} is not reachable at {} (from {})", t.endpoint, t.source))
+                    let unreachable = || format!("{svc} is not reachable at {} (from {})", t.endpoint, t.source);
+                    let ch =
+                        berth_common::endpoint::connect(&t.endpoint, t.tls.as_ref()).await.with_context(unreachable)?;
+                    // One health round trip surfaces TLS refusals (e.g. a missing client
+                    // certificate, which TLS 1.3 reports only after the handshake) here, with the
+                    // endpoint named, instead of in the first real call.
+                    berth_common::probe::health(ch.clone(), "").await.with_context(unreachable)?;
+                    Ok(ch)
                 }
             })
             .await?;

@@ -1,0 +1,111 @@
+//! Split deployment from the CLI's side: store-svc listening on TCP with mutual TLS, `berth`
+//! reaching it through a context of its config file that names the endpoint and the client's
+//! certificates — and failing clearly without them. Nothing is started locally.
+
+use berth_tests::stack::{bin_path, free_port, Service};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certs(dir: &Path) -> bool {
+    let script = r#"
+set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=test CA" -keyout ca-key.pem -out ca.pem
+issue() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" -keyout "$1-key.pem" -out "$1.csr"
+  printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -out "$1.pem" -extfile "$1.ext"
+}
+issue store "DNS:localhost,IP:127.0.0.1" serverAuth
+issue client "DNS:berth-cli" clientAuth
+"#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn berth(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(bin_path("berth"));
+    c.args(args)
+        .env("BERTH_CONFIG", dir.join("config.toml"))
+        .stdin(Stdio::null());
+    // No BERTH_ROOT: it would select the local stack over the config file's context.
+    for v in ["BERTH_ROOT", "BERTH_STORE", "BERTH_REGISTRY", "BERTH_RUNTIME", "BERTH_CONTEXT"] {
+        c.env_remove(v);
+    }
+    c.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reaches_a_store_over_mutual_tls_through_a_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    if !make_certs(d) {
+        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
+        return;
+    }
+    let port = free_port();
+    let store_cfg = d.join("store.toml");
+    std::fs::write(
+        &store_cfg,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            d.join("store.pem").display(),
+            d.join("store-key.pem").display(),
+            d.join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let _store = Service::builder("store-svc")
+        .arg("--listen")
+        .arg(format!("https://127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(store_cfg.display().to_string())
+        .start()
+        .await;
+
+    let nowhere = format!("unix://{}/nowhere.sock", d.display());
+    let ctx = |name: &str, with_cert: bool| {
+        let cert = if with_cert {
+            format!("cert = \"{}\"\nkey = \"{}\"\n", d.join("client.pem").display(), d.join("client-key.pem").display())
+        } else {
+            String::new()
+        };
+        format!(
+            "[contexts.{name}]\nstore = \"https://127.0.0.1:{port}\"\nregistry = \"{nowhere}\"\nruntime = \"{nowhere}\"\n\
+             [contexts.{name}.tls]\nca = \"{}\"\n{cert}",
+            d.join("ca.pem").display()
+        )
+    };
+    std::fs::write(
+        d.join("config.toml"),
+        format!("current_context = \"prod\"\n{}\n{}", ctx("prod", true), ctx("nocert", false)),
+    )
+    .unwrap();
+
+    let o = berth(d, &["system", "df"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "df over mTLS failed:\n{out}\n{err}");
+    assert!(out.contains("RECLAIMABLE") && out.contains("Blobs"), "{out}");
+    assert!(!err.contains("Starting the local Berth stack"), "{err}");
+
+    let o = berth(d, &["system", "info", "--format", "json"]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let store = &info["services"][0];
+    assert_eq!(store["status"], "SERVING", "{info}");
+    assert_eq!(store["source"], "context prod");
+    assert_eq!(store["endpoint"], format!("https://127.0.0.1:{port}"));
+    assert_eq!(info["services"][1]["status"], "DOWN");
+
+    // Without a client certificate the store does not serve us, and berth says which endpoint.
+    let o = berth(d, &["--context", "nocert", "system", "df"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains(&format!("https://127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("Starting the local Berth stack"), "{err}");
+}
