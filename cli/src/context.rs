@@ -28,7 +28,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "ENDPOINT")]
     pub runtime: Option<String>,
     /// Context of the config file to use [env: BERTH_CONTEXT]
-    #[arg(long, short = 'c', global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// State directory of the local stack [env: BERTH_ROOT] [default: /var/lib/berth]
     #[arg(long, global = true, value_name = "DIR")]

@@ -75,3 +75,17 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clap's own consistency checks over every command of every area (duplicate flags, a
+    /// subcommand's short flag clashing with a global one, ...), which otherwise only fire when
+    /// that command is run.
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
