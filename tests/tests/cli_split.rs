@@ -31,9 +31,7 @@ issue client "DNS:berth-cli" clientAuth
 
 fn berth(dir: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(bin_path("berth"));
-    c.args(args)
-        .env("BERTH_CONFIG", dir.join("config.toml"))
-        .stdin(Stdio::null());
+    c.args(args).env("BERTH_CONFIG", dir.join("config.toml")).stdin(Stdio::null());
     // No BERTH_ROOT: it would select the local stack over the config file's context.
     for v in ["BERTH_ROOT", "BERTH_STORE", "BERTH_REGISTRY", "BERTH_RUNTIME", "BERTH_CONTEXT"] {
         c.env_remove(v);
