@@ -99,6 +99,8 @@ fn main() {
             _ => libc::_exit(0),
         }
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // One malloc arena for all threads: a few hundred KiB less resident memory per shim.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
@@ -392,7 +394,7 @@ fn write_frame(w: &mut impl Write, kind: u8, data: &[u8]) -> io::Result<()> {
 
 /// Copies one of the container's output pipes into the log and to attached clients.
 fn pump(s: Arc<Shared>, mut r: File, kind: u8) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
