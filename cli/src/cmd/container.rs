@@ -239,16 +239,23 @@ pub(crate) async fn client(ctx: &Context) -> Result<RuntimeClient<Channel>> {
     Ok(RuntimeClient::new(ch).max_decoding_message_size(64 << 20))
 }
 
-/// Runs `op` for each container in turn, printing each name on success and docker's
-/// "Error response from daemon" line on failure; true when all succeeded.
+/// Runs `op` for each container (several at once, as docker's CLI does), printing each name
+/// in the order given on success and docker's "Error response from daemon" line on failure;
+/// true when all succeeded.
 async fn each<F, Fut>(containers: &[String], op: F) -> Result<bool>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
+    use futures::StreamExt;
+    let mut results = futures::stream::iter(containers.iter().map(|c| {
+        let fut = op(c.clone());
+        async move { (c, fut.await) }
+    }))
+    .buffered(8);
     let mut ok = true;
-    for c in containers {
-        match op(c.clone()).await {
+    while let Some((c, r)) = results.next().await {
+        match r {
             Ok(()) => println!("{c}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {}", e.message());
