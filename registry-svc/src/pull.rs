@@ -445,17 +445,27 @@ impl Puller {
         .await?;
         let mut bytes_downloaded: u64 = downloaded.iter().sum();
 
+        // Config, manifest and index together (after the layers, so a failed pull leaves none).
+        let mut small = Vec::new();
         if !present.contains(&m.config.digest) {
             bytes_downloaded += cfg_bytes.len() as u64;
-            self.store.put_blob(&m.config.digest, cfg_bytes, lease).await?;
+            small.push((m.config.digest.clone(), cfg_bytes));
         }
         if !present.contains(&res.manifest_desc.digest) {
-            self.store.put_blob(&res.manifest_desc.digest, res.manifest_bytes.clone(), lease).await?;
+            small.push((res.manifest_desc.digest.clone(), res.manifest_bytes.clone()));
         }
         if res.target.digest != res.manifest_desc.digest && !present.contains(&res.target.digest) {
-            self.store.put_blob(&res.target.digest, res.target_bytes.clone(), lease).await?;
+            small.push((res.target.digest.clone(), res.target_bytes.clone()));
         }
-        let prev = self.store.record_target(name).await?;
+        let (prev, puts) = tokio::join!(
+            self.store.record_target(name),
+            futures::future::try_join_all(small.into_iter().map(|(d, b)| {
+                let store = self.store.clone();
+                async move { store.put_blob(&d, b, lease).await }
+            }))
+        );
+        puts?;
+        let prev = prev?;
         let updated = prev.as_deref() != Some(res.target.digest.to_string().as_str());
         self.store.put_record(name, &res.target).await?;
         Ok(Done {
@@ -518,6 +528,8 @@ impl Puller {
             let _ = events.send(Event::Blob(send(&p, Some(BlobState::Shared)))).await;
         }
         let mut done = done;
+        // At most ~10 progress events per second per blob, but every state change at once.
+        let mut last_sent: Option<(std::time::Instant, BlobState)> = None;
         let result = loop {
             tokio::select! {
                 r = &mut done => break r,
@@ -526,9 +538,14 @@ impl Puller {
                         break done.await;
                     }
                     let p = rx.borrow_and_update().clone();
-                    let _ = events.send(Event::Blob(send(&p, None))).await;
-                    // At most ~10 progress events per second per blob.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let due = match last_sent {
+                        None => true,
+                        Some((at, state)) => state != p.state || at.elapsed() >= Duration::from_millis(100),
+                    };
+                    if due {
+                        last_sent = Some((std::time::Instant::now(), p.state));
+                        let _ = events.send(Event::Blob(send(&p, None))).await;
+                    }
                 }
             }
         };

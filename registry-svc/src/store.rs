@@ -95,8 +95,21 @@ impl Store {
         size: i64,
         lease: &str,
     ) -> Result<Ingest, RegistryError> {
-        // A stale ingest of the same ref (an earlier failed pull) would not match offset 0.
-        let _ = self.content().abort_write(spb::AbortWriteRequest { r#ref: reference.to_string() }).await;
+        self.open_ingest(reference, digest, size, lease, true).await
+    }
+
+    async fn open_ingest(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: i64,
+        lease: &str,
+        fresh_check: bool,
+    ) -> Result<Ingest, RegistryError> {
+        if fresh_check {
+            // A stale ingest of the same ref (an earlier failed pull) would not match offset 0.
+            let _ = self.content().abort_write(spb::AbortWriteRequest { r#ref: reference.to_string() }).await;
+        }
         let (tx, rx) = mpsc::channel(4);
         let mut client = self.content();
         let done = tokio::spawn(async move { client.write(ReceiverStream::new(rx)).await.map(|r| r.into_inner()) });
@@ -121,9 +134,16 @@ impl Store {
     /// Writes a small blob in one message and commits it.
     pub async fn put_blob(&self, digest: &Digest, data: Bytes, lease: &str) -> Result<(), RegistryError> {
         let reference = format!("pull-small-{}-{}", digest.hex(), uuid::Uuid::new_v4());
-        let mut ing = self.ingest(&reference, digest, data.len() as i64, lease).await?;
-        ing.write(data).await?;
-        ing.commit().await
+        // A unique ref: no stale ingest to clear. Data and commit in one message.
+        let mut ing = self.open_ingest(&reference, digest, data.len() as i64, lease, false).await?;
+        let msg = spb::WriteRequest { offset: 0, data, commit: true, ..Default::default() };
+        ing.send(msg).await?;
+        ing.tx = None;
+        match (&mut ing.done).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(store_err(s)),
+            Err(e) => Err(store_err(tonic::Status::internal(e.to_string()))),
+        }
     }
 
     /// The record's current target digest, if the record exists.
