@@ -18,7 +18,6 @@ use berth_common::Digest;
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -582,7 +581,14 @@ impl Puller {
                 });
                 if let Err(e) = ing.commit().await {
                     self.store.abort(&ingest_ref).await;
-                    return Err(e);
+                    // store-svc hashes the stream as it arrives and refuses a mismatch at commit:
+                    // that is corrupt upstream content, not a store failure.
+                    return Err(match e {
+                        RegistryError::Store { message, .. } if message.contains("digest mismatch") => {
+                            bad("layer", &desc.digest, ep, format!("its content does not match its digest ({message})"))
+                        }
+                        other => other,
+                    });
                 }
                 Ok(n)
             }
@@ -604,7 +610,6 @@ impl Puller {
     ) -> Result<u64> {
         let size = desc.size as u64;
         let digest = desc.digest.to_string();
-        let mut hasher = Sha256::new();
         let mut offset: u64 = 0;
         let mut resumes = 0u32;
         let mut buf = BytesMut::with_capacity(WRITE_CHUNK);
@@ -671,7 +676,6 @@ impl Puller {
                         format!("the registry sent more than the {size} bytes the manifest says"),
                     ));
                 }
-                hasher.update(&chunk);
                 offset += chunk.len() as u64;
                 buf.extend_from_slice(&chunk);
                 if buf.len() >= WRITE_CHUNK {
@@ -701,10 +705,6 @@ impl Puller {
         }
         if !buf.is_empty() {
             ing.write(buf.split().freeze()).await?;
-        }
-        let got = Digest::from_sha256(hasher.finalize().into());
-        if got != desc.digest {
-            return Err(bad("layer", &digest, ep, format!("its content has digest {got} (size {size} matched)")));
         }
         Ok(size)
     }
