@@ -126,7 +126,8 @@ async fn main() -> Result<()> {
             // berth: fresh store each run (cold), services already up (as a running stack).
             let store_root = disk.join(format!("berth-store-{n}"));
             let store = Service::builder("store-svc").root(&store_root).start().await;
-            let registry = Service::builder("registry-svc").arg("--store").arg(store.endpoint().to_string()).start().await;
+            let registry =
+                Service::builder("registry-svc").arg("--store").arg(store.endpoint().to_string()).start().await;
             tb.push(timed(
                 Command::new(&berth)
                     .arg("--store")
