@@ -382,7 +382,12 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     let conmon_detail = conmon.and_then(|(pid, _)| pss_private_kib(pid));
     let mut rm = vec!["rm", "-f", "-t", "0"];
     rm.extend(pids.iter().map(String::as_str));
-    sh(&mut podman.cmd(&rm))?;
+    if let Err(e) = sh(&mut podman.cmd(&rm)) {
+        // Under load podman sometimes fails to unmount a container's shm; retry once so
+        // nothing is left running, and say so.
+        eprintln!("podman rm -f reported errors (timed anyway): {e:#}");
+        let _ = podman.cmd(&rm).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
     let pt = t0.elapsed();
     rows.push(Row {
         what: format!("{MANY} × `run -d` + `ps` + one `rm -f` of all"),
