@@ -16,7 +16,7 @@ async fn pulls_each_fixture_and_second_pull_transfers_nothing() {
         assert_eq!(done.status, berth_proto::registry::v1::PullStatus::DownloadedNewer as i32, "{r}");
         assert!(done.bytes_downloaded > 0);
         assert!(done.blobs_fetched > 0);
-        assert!(stack.image_names().await.contains(&format!("{r}")), "{r} not in {:?}", stack.image_names().await);
+        assert!(stack.image_names().await.contains(&r.to_string()), "{r} not in {:?}", stack.image_names().await);
         let second = stack.pull(&r, None).await.unwrap();
         let d2 = second.done.clone().expect("done");
         assert_eq!(d2.blobs_fetched, 0, "second pull of {r} fetched layers");
