@@ -722,7 +722,28 @@ impl Manager {
                 removed.push(id);
             }
         }
+        match self.prune_snapshots().await {
+            Ok(gone) if !gone.is_empty() => tracing::info!(snapshots = gone.len(), "removed unused snapshots"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "unused snapshots were kept: the images in the store could not be read")
+            }
+        }
         removed
+    }
+
+    /// Removes the snapshots that no container of this host and no image in the store uses.
+    /// When any image cannot be read, nothing is removed (never guess what is unused).
+    pub async fn prune_snapshots(&self) -> Result<Vec<berth_common::Digest>, RuntimeError> {
+        let mut keep = std::collections::HashSet::new();
+        for rec in self.list(true) {
+            keep.extend(rec.chain_ids.iter().filter_map(|c| c.parse().ok()));
+        }
+        for rec in berth_common::image::list_records(self.store.clone()).await? {
+            let img = berth_common::image::load_target(self.store.clone(), Some(rec.name), rec.target, None).await?;
+            keep.extend(img.chain_ids());
+        }
+        Ok(self.snap.prune(&keep)?)
     }
 
     /// Joins a container's stdio. Sends `Attached` first; for a container that is not

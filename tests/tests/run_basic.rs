@@ -227,3 +227,25 @@ async fn run_pulls_a_missing_image_first() {
     let o = env.berth(&["run", "--rm", &format!("{}/nope:1", env.registry.addr()), "true"]).await;
     assert_eq!(o.status.code(), Some(125), "{}", err(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_removes_snapshots_no_image_or_container_uses() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::with_busybox().await;
+    let bb = env.busybox.clone();
+    let snaps = env.runtime.root().join("snapshots").join("snapshots");
+    let count = || std::fs::read_dir(&snaps).map(|d| d.count()).unwrap_or(0);
+
+    env.ok(&["run", "--name", "once", &bb, "true"]).await;
+    assert_eq!(count(), 1, "busybox's one layer is unpacked once");
+    // The image is still in the store: its snapshot stays (the next run needs no unpack).
+    env.ok(&["system", "prune", "-f"]).await;
+    assert!(env.ps_entry("once").await.is_none(), "system prune removes stopped containers");
+    assert_eq!(count(), 1, "a snapshot of an image still present was pruned");
+    // Neither an image nor a container uses it any more: prune removes it.
+    env.ok(&["rmi", &bb]).await;
+    env.ok(&["system", "prune", "-f"]).await;
+    assert_eq!(count(), 0, "an unused snapshot survived prune:\n{}", env.runtime.log());
+}
