@@ -100,8 +100,10 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// Client-side TLS material for reaching a service over https.
-#[derive(Clone, Debug, Default)]
+/// Client-side TLS material for reaching a service over https (also the `store_tls` table of the
+/// services' config files).
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ClientTls {
     /// PEM CA bundle that signed the server's certificate.
     pub ca: Option<PathBuf>,

@@ -35,8 +35,9 @@ pub struct ServiceMeta {
     pub details: BTreeMap<String, String>,
 }
 
-/// Server-side TLS for TCP listeners.
-#[derive(Clone, Debug)]
+/// Server-side TLS for TCP listeners (also the `tls` table of the services' config files).
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct ServerTls {
     /// PEM certificate chain.
     pub cert: PathBuf,

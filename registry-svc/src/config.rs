@@ -76,6 +76,8 @@ pub struct ConfigFile {
     pub tls: Option<TlsFile>,
     /// Allow plain http:// listeners on non-loopback addresses.
     pub allow_insecure_tcp: Option<bool>,
+    /// TLS to reach an https:// store-svc: `ca`, and `cert` + `key` for mutual TLS.
+    pub store_tls: Option<berth_common::ClientTls>,
 }
 
 /// Values from flags and environment, which win over the file.
@@ -106,6 +108,8 @@ pub struct Settings {
     pub tls: Option<TlsFile>,
     /// Allow plain TCP listeners off loopback.
     pub allow_insecure_tcp: bool,
+    /// TLS to reach store-svc over https.
+    pub store_tls: Option<berth_common::ClientTls>,
 }
 
 /// How to reach upstream registries.
@@ -168,6 +172,7 @@ impl Settings {
             },
             tls: file.tls,
             allow_insecure_tcp: file.allow_insecure_tcp.unwrap_or(false),
+            store_tls: file.store_tls,
         })
     }
 

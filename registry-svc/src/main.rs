@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let s = Settings::resolve(Overrides { listen: a.listen, root: a.root, config: a.config, store: a.store })?;
     std::fs::create_dir_all(&s.root).with_context(|| format!("creating {}", s.root.display()))?;
-    let channel = berth_common::endpoint::connect_lazy(&s.store, None)
+    let channel = berth_common::endpoint::connect_lazy(&s.store, s.store_tls.as_ref())
         .with_context(|| format!("store-svc endpoint {}", s.store))?;
     let upstream = Arc::new(registry_svc::upstream::Upstream::new(s.upstream.clone())?);
     let puller = registry_svc::pull::Puller::new(upstream, registry_svc::store::Store::new(channel));

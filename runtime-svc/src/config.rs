@@ -27,6 +27,12 @@ pub struct Config {
     pub cgroup_parent: String,
     /// Default seconds between the stop signal and SIGKILL.
     pub stop_timeout_seconds: u32,
+    /// TLS for https:// listeners (`cert`, `key`, and `client_ca` for mutual TLS).
+    pub tls: Option<berth_common::ServerTls>,
+    /// Allow plain http:// listeners on non-loopback addresses (unauthenticated).
+    pub allow_insecure_tcp: bool,
+    /// TLS to reach an https:// store-svc: `ca`, and `cert` + `key` for mutual TLS.
+    pub store_tls: Option<berth_common::ClientTls>,
 }
 
 impl Default for Config {
@@ -37,6 +43,9 @@ impl Default for Config {
             shim: None,
             cgroup_parent: "berth".into(),
             stop_timeout_seconds: 10,
+            tls: None,
+            allow_insecure_tcp: false,
+            store_tls: None,
         }
     }
 }

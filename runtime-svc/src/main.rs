@@ -46,9 +46,11 @@ async fn main() -> Result<()> {
         Some(s) => s.parse().context("--store")?,
         None => Endpoint::unix(run_dir.join("store.sock")),
     };
-    let channel = berth_common::endpoint::connect_lazy(&store, None).context("store endpoint")?;
+    let channel = berth_common::endpoint::connect_lazy(&store, cfg.store_tls.as_ref()).context("store endpoint")?;
     let mut opts = ServeOptions::new(listen[0].clone());
     opts.listen = listen;
+    opts.tls = cfg.tls.clone();
+    opts.allow_insecure_tcp = cfg.allow_insecure_tcp;
     let mut details = BTreeMap::new();
     details.insert("runtime".to_string(), format!("{:?}", cfg.runtime).to_lowercase());
     details.insert("root".to_string(), args.root.display().to_string());
