@@ -7,6 +7,7 @@
 //! - [`registry`]: run the CNCF distribution registry (docker-registry) and push fixtures with
 //!   skopeo.
 
+pub mod certs;
 pub mod fixtures;
 pub mod registry;
 pub mod stack;

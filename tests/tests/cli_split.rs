@@ -6,29 +6,6 @@ use berth_tests::stack::{bin_path, free_port, Service};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
-fn make_certs(dir: &Path) -> bool {
-    let script = r#"
-set -e
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=test CA" -keyout ca-key.pem -out ca.pem
-issue() {
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" -keyout "$1-key.pem" -out "$1.csr"
-  printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -out "$1.pem" -extfile "$1.ext"
-}
-issue store "DNS:localhost,IP:127.0.0.1" serverAuth
-issue client "DNS:berth-cli" clientAuth
-"#;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn berth(dir: &Path, args: &[&str]) -> Output {
     let mut c = Command::new(bin_path("berth"));
     c.args(args).env("BERTH_CONFIG", dir.join("config.toml")).stdin(Stdio::null());
@@ -43,7 +20,7 @@ fn berth(dir: &Path, args: &[&str]) -> Output {
 async fn cli_reaches_a_store_over_mutual_tls_through_a_context() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    if !make_certs(d) {
+    if !berth_tests::certs::make_certs(d, "store") {
         eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
         return;
     }
@@ -119,7 +96,7 @@ async fn services_reach_each_other_over_mutual_tls() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    if !make_certs(d) {
+    if !berth_tests::certs::make_certs(d, "store") {
         eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
         return;
     }

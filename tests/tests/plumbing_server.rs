@@ -12,7 +12,7 @@ use berth_common::server::{serve, serve_until, ServeOptions, ServerTls, ServiceM
 use berth_common::{ClientTls, Endpoint};
 use berth_proto::store::v1 as st;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -222,34 +222,10 @@ async fn plain_http_is_refused_off_loopback() {
     server.await.unwrap().unwrap();
 }
 
-/// Makes a CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl).
-fn make_certs(dir: &Path) -> bool {
-    let script = r#"
-set -e
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=test CA" -keyout ca-key.pem -out ca.pem
-issue() {
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" -keyout "$1-key.pem" -out "$1.csr"
-  printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -out "$1.pem" -extfile "$1.ext"
-}
-issue server "DNS:localhost,IP:127.0.0.1" serverAuth
-issue client "DNS:client" clientAuth
-"#;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[tokio::test]
 async fn https_with_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    if !make_certs(dir.path()) {
+    if !berth_tests::certs::make_certs(dir.path(), "server") {
         eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
         return;
     }
