@@ -9,5 +9,6 @@
 
 pub mod certs;
 pub mod fixtures;
+pub mod layers;
 pub mod registry;
 pub mod stack;

@@ -12,6 +12,7 @@
 //! once; both tar runs end with `sync -f` so that both sides have the data on disk.
 
 use berth_tests::fixtures::{self, Fixture};
+use berth_tests::layers::layout_layers;
 use runtime_svc::snapshot::{FileLayerSource, Layer, SnapshotConfig, Snapshotter};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,31 +48,6 @@ impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mnt).status();
     }
-}
-
-fn layout_layers(dir: &Path) -> Vec<(Layer, PathBuf)> {
-    let read_json = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let index = read_json(dir.join("index.json"));
-    let manifest = read_json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let config = read_json(blob(manifest["config"]["digest"].as_str().unwrap()));
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(diff_ids)
-        .map(|(l, diff)| {
-            let digest = l["digest"].as_str().unwrap();
-            let layer = Layer {
-                digest: digest.parse().unwrap(),
-                media_type: l["mediaType"].as_str().unwrap().to_string(),
-                size: l["size"].as_i64().unwrap(),
-                diff_id: diff.as_str().unwrap().parse().unwrap(),
-            };
-            (layer, blob(digest))
-        })
-        .collect()
 }
 
 fn gnu_tar(blobs: &[PathBuf], dest: &Path, parallel: bool) -> Duration {

@@ -7,55 +7,13 @@
 mod run_env;
 
 use berth_tests::fixtures::{self, Fixture};
+use berth_tests::layers::{dir, file, hardlink, raw_tar, symlink, Entry};
 use run_env::{can_run, Env};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 
 fn sha(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-/// A tar entry written with a raw header (names with `..` or `/` kept as they are).
-struct Entry {
-    name: String,
-    kind: tar::EntryType,
-    link: String,
-    data: Vec<u8>,
-}
-
-fn file(name: &str, data: &[u8]) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Regular, link: String::new(), data: data.to_vec() }
-}
-
-fn dir(name: &str) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Directory, link: String::new(), data: vec![] }
-}
-
-fn symlink(name: &str, target: &str) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Symlink, link: target.into(), data: vec![] }
-}
-
-fn hardlink(name: &str, target: &str) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Link, link: target.into(), data: vec![] }
-}
-
-fn raw_tar(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        let g = h.as_gnu_mut().unwrap();
-        g.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
-        g.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
-        h.set_entry_type(e.kind);
-        h.set_size(e.data.len() as u64);
-        h.set_mode(if e.kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append(&h, &e.data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
 }
 
 /// An OCI layout: the busybox fixture with `top` (a tar) added as a gzip layer on top.

@@ -7,37 +7,12 @@ use berth_common::Digest;
 use berth_proto::store::v1 as pb;
 use berth_proto::store::v1::content_client::ContentClient;
 use berth_tests::fixtures::{self, Fixture};
+use berth_tests::layers::{file, hardlink, layout_layers, raw_tar, symlink, Entry};
 use berth_tests::stack::Service;
 use bytes::Bytes;
 use runtime_svc::snapshot::{Layer, SnapshotError, Snapshotter, StoreLayerSource, UnpackProgress};
 use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
-
-/// The layers of the single-platform image in an OCI layout, with diff_ids from its config.
-fn layout_layers(dir: &Path) -> Vec<(Layer, PathBuf)> {
-    let read_json = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let index = read_json(dir.join("index.json"));
-    let manifest = read_json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let config = read_json(blob(manifest["config"]["digest"].as_str().unwrap()));
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(diff_ids)
-        .map(|(l, diff)| {
-            let digest = l["digest"].as_str().unwrap();
-            let layer = Layer {
-                digest: digest.parse().unwrap(),
-                media_type: l["mediaType"].as_str().unwrap().to_string(),
-                size: l["size"].as_i64().unwrap(),
-                diff_id: diff.as_str().unwrap().parse().unwrap(),
-            };
-            (layer, blob(digest))
-        })
-        .collect()
-}
 
 /// Writes `data` into store-svc as a committed blob.
 async fn put_blob(ch: Channel, data: Bytes) -> Digest {
@@ -63,45 +38,6 @@ async fn put_blob(ch: Channel, data: Bytes) -> Digest {
     }
     c.write(futures::stream::iter(msgs)).await.expect("store write");
     d
-}
-
-/// A tar entry written with a raw header (names with `..` or `/` are kept as they are).
-struct Entry {
-    name: String,
-    kind: tar::EntryType,
-    link: String,
-    data: Vec<u8>,
-}
-
-fn file(name: &str, data: &[u8]) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Regular, link: String::new(), data: data.to_vec() }
-}
-
-fn symlink(name: &str, target: &str) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Symlink, link: target.into(), data: vec![] }
-}
-
-fn hardlink(name: &str, target: &str) -> Entry {
-    Entry { name: name.into(), kind: tar::EntryType::Link, link: target.into(), data: vec![] }
-}
-
-fn raw_tar(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_gnu();
-        let g = h.as_gnu_mut().unwrap();
-        g.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
-        g.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
-        h.set_entry_type(e.kind);
-        h.set_size(e.data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append(&h, &e.data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
 }
 
 struct Rootfs {
