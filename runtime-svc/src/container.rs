@@ -78,6 +78,24 @@ pub struct HostSettings {
     pub pids_limit: i64,
     /// Remove on exit.
     pub auto_remove: bool,
+    /// json-file log options in effect (`max-size`, `max-file`; docker's names).
+    #[serde(default)]
+    pub log_opts: BTreeMap<String, String>,
+    /// `-v` specs as given.
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// `--mount` entries as given (validated).
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::MountSpec>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+    /// `--tmpfs` path -> options.
+    #[serde(default)]
+    pub tmpfs: BTreeMap<String, String>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: crate::restart::RestartPolicy,
 }
 
 /// Everything runtime-svc knows about a container, persisted.
@@ -119,6 +137,27 @@ pub struct Record {
     pub shim_pid: i32,
     /// Times started.
     pub start_count: i32,
+    /// Image ID ("sha256:<config digest>").
+    #[serde(default)]
+    pub image_id: String,
+    /// Every mount (user's and the image's VOLUMEs), volumes named (see `mounts`).
+    #[serde(default)]
+    pub mount_points: Vec<crate::mounts::MountSpec>,
+    /// Restarts made by the restart policy.
+    #[serde(default)]
+    pub restart_count: i32,
+    /// Waiting for the restart policy to start it again.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Last restart delay (ms), for the backoff.
+    #[serde(default)]
+    pub restart_delay_ms: u64,
+    /// Stopped or killed by the user (restart policies leave it alone).
+    #[serde(default)]
+    pub manually_stopped: bool,
+    /// Network request and, while running, the attachment.
+    #[serde(default)]
+    pub net: crate::network::ContainerNet,
 }
 
 impl Record {
@@ -400,6 +439,13 @@ mod tests {
             pid: 0,
             shim_pid: 0,
             start_count: 0,
+            image_id: String::new(),
+            mount_points: vec![],
+            restart_count: 0,
+            restarting: false,
+            restart_delay_ms: 0,
+            manually_stopped: false,
+            net: Default::default(),
         };
         r.save(dir.path()).unwrap();
         let back = Record::load(dir.path()).unwrap();

@@ -13,11 +13,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
+mod storage;
+
 impl From<RuntimeError> for GrpcStatus {
     fn from(e: RuntimeError) -> Self {
         let msg = e.to_string();
         match e {
-            RuntimeError::NoSuchContainer(_) => GrpcStatus::not_found(msg),
+            RuntimeError::NoSuchContainer(_) | RuntimeError::NoSuchVolume(_) => GrpcStatus::not_found(msg),
             RuntimeError::Ambiguous(_) | RuntimeError::Invalid(_) => GrpcStatus::invalid_argument(msg),
             RuntimeError::NameConflict { .. } => GrpcStatus::already_exists(msg),
             RuntimeError::State(_) => GrpcStatus::failed_precondition(msg),
@@ -54,6 +56,12 @@ impl RuntimeService {
 }
 
 fn to_pb(r: &Record, log_path: &std::path::Path) -> pb::Container {
+    let mut c = to_pb_base(r, log_path);
+    storage::fill_container(r, &mut c);
+    c
+}
+
+fn to_pb_base(r: &Record, log_path: &std::path::Path) -> pb::Container {
     pb::Container {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -71,12 +79,15 @@ fn to_pb(r: &Record, log_path: &std::path::Path) -> pb::Container {
             tty: r.run.tty,
             stop_signal: r.run.stop_signal.clone(),
             labels: r.run.labels.clone().into_iter().collect(),
+            ..Default::default()
         }),
         host_config: Some(pb::HostConfig {
             memory_bytes: r.host.memory_bytes,
             nano_cpus: r.host.nano_cpus,
             pids_limit: r.host.pids_limit,
             auto_remove: r.host.auto_remove,
+            log_opts: r.host.log_opts.clone().into_iter().collect(),
+            ..Default::default()
         }),
         status: match r.status {
             Status::Created => pb::ContainerStatus::Created,
@@ -93,11 +104,41 @@ fn to_pb(r: &Record, log_path: &std::path::Path) -> pb::Container {
         oom_killed: r.oom_killed,
         log_path: log_path.display().to_string(),
         start_count: r.start_count,
+        ..crate::network::grpc::container_base(&r.net)
     }
 }
 
 fn m_log(m: &Manager, r: &Record) -> std::path::PathBuf {
     m.log_path(&r.id)
+}
+
+fn size_of(s: pb::TerminalSize) -> Option<(u16, u16)> {
+    (s.width > 0 && s.height > 0).then(|| (s.width.min(u16::MAX as u32) as u16, s.height.min(u16::MAX as u32) as u16))
+}
+
+/// Sends attach/exec output to the client until the last message, or until the client is gone
+/// (then `out_rx` is dropped, which tells the relay to let go of the shim).
+async fn forward_attach(
+    mut out_rx: mpsc::Receiver<AttachOutput>,
+    tx: mpsc::Sender<Result<pb::AttachResponse, GrpcStatus>>,
+) {
+    use pb::attach_response::Msg;
+    loop {
+        let o = tokio::select! {
+            o = out_rx.recv() => o,
+            _ = tx.closed() => None,
+        };
+        let Some(o) = o else { break };
+        let msg = match o {
+            AttachOutput::Attached(id, tty) => Msg::Attached(pb::Attached { id, tty }),
+            AttachOutput::Stdout(d) => Msg::Stdout(d),
+            AttachOutput::Stderr(d) => Msg::Stderr(d),
+            AttachOutput::Exit(e) => Msg::Exit(pb::ExitStatus { exit_code: e.code, oom_killed: e.oom, error: e.error }),
+        };
+        if tx.send(Ok(pb::AttachResponse { msg: Some(msg) })).await.is_err() {
+            break;
+        }
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
@@ -106,6 +147,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
 impl pb::runtime_server::Runtime for RuntimeService {
     type CreateStream = BoxStream<pb::CreateEvent>;
     type AttachStream = BoxStream<pb::AttachResponse>;
+    type ExecStream = BoxStream<pb::AttachResponse>;
+    type LogsStream = BoxStream<pb::LogsResponse>;
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<Self::CreateStream>, GrpcStatus> {
         let r = req.into_inner();
@@ -114,7 +157,8 @@ impl pb::runtime_server::Runtime for RuntimeService {
         }
         let c = r.config.unwrap_or_default();
         let h = r.host_config.unwrap_or_default();
-        let spec = CreateSpec {
+        let network = crate::network::grpc::request_from_pb(&h)?;
+        let mut spec = CreateSpec {
             image: r.image,
             name: r.name,
             overrides: Overrides {
@@ -134,8 +178,12 @@ impl pb::runtime_server::Runtime for RuntimeService {
                 nano_cpus: h.nano_cpus,
                 pids_limit: h.pids_limit,
                 auto_remove: h.auto_remove,
+                log_opts: h.log_opts.clone().into_iter().collect(),
+                ..Default::default()
             },
+            network,
         };
+        storage::host_from_pb(&h, &mut spec.host)?;
         let (tx, rx) = mpsc::channel::<Result<pb::CreateEvent, GrpcStatus>>(64);
         let m = self.m.clone();
         tokio::spawn(async move {
@@ -172,7 +220,7 @@ impl pb::runtime_server::Runtime for RuntimeService {
     }
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Result<Response<pb::StartResponse>, GrpcStatus> {
-        let rec = self.m.start(&req.into_inner().container).await?;
+        let rec = self.m.start_by_user(&req.into_inner().container).await?;
         Ok(Response::new(pb::StartResponse { container: Some(to_pb(&rec, &m_log(&self.m, &rec))) }))
     }
 
@@ -191,7 +239,7 @@ impl pb::runtime_server::Runtime for RuntimeService {
 
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, GrpcStatus> {
         let r = req.into_inner();
-        let id = self.m.remove(&r.container, r.force).await?;
+        let id = self.m.remove_with_volumes(&r.container, r.force, r.volumes).await?;
         Ok(Response::new(pb::RemoveResponse { id }))
     }
 
@@ -231,9 +279,14 @@ impl pb::runtime_server::Runtime for RuntimeService {
             Some(pb::AttachRequest { msg: Some(pb::attach_request::Msg::Open(o)) }) => o,
             _ => return Err(GrpcStatus::invalid_argument("the first Attach message must be `open`")),
         };
-        let opts = AttachOpts { stdin: open.stdin, stdout: open.stdout, stderr: open.stderr };
+        let opts = AttachOpts {
+            stdin: open.stdin,
+            stdout: open.stdout,
+            stderr: open.stderr,
+            size: open.size.and_then(size_of),
+        };
         let (in_tx, in_rx) = mpsc::channel(16);
-        let (out_tx, mut out_rx) = mpsc::channel::<AttachOutput>(64);
+        let (out_tx, out_rx) = mpsc::channel::<AttachOutput>(64);
         let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
         // Client → container.
         tokio::spawn(async move {
@@ -253,27 +306,140 @@ impl pb::runtime_server::Runtime for RuntimeService {
         let m = self.m.clone();
         let txe = tx.clone();
         tokio::spawn(async move {
-            let fwd = tokio::spawn(async move {
-                while let Some(o) = out_rx.recv().await {
-                    use pb::attach_response::Msg;
-                    let msg = match o {
-                        AttachOutput::Attached(id) => Msg::Attached(pb::Attached { id, tty: false }),
-                        AttachOutput::Stdout(d) => Msg::Stdout(d),
-                        AttachOutput::Stderr(d) => Msg::Stderr(d),
-                        AttachOutput::Exit(e) => {
-                            Msg::Exit(pb::ExitStatus { exit_code: e.code, oom_killed: e.oom, error: e.error })
-                        }
-                    };
-                    if tx.send(Ok(pb::AttachResponse { msg: Some(msg) })).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let fwd = tokio::spawn(forward_attach(out_rx, tx));
             if let Err(e) = m.attach(&open.container, opts, in_rx, out_tx).await {
                 let _ = txe.send(Err(e.into())).await;
             }
             let _ = fwd.await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec(&self, req: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, GrpcStatus> {
+        let mut inbound = req.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::ExecRequest { msg: Some(pb::exec_request::Msg::Open(o)) }) => o,
+            _ => return Err(GrpcStatus::invalid_argument("the first Exec message must be `open`")),
+        };
+        let spec = crate::exec::ExecSpec {
+            cmd: open.cmd,
+            env: open.env,
+            user: open.user,
+            working_dir: open.working_dir,
+            tty: open.tty,
+            stdin: open.stdin,
+            detach: open.detach,
+            size: open.size.and_then(size_of),
+        };
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, out_rx) = mpsc::channel::<AttachOutput>(64);
+        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                let msg = match m.msg {
+                    Some(pb::exec_request::Msg::Stdin(d)) => AttachInput::Stdin(d),
+                    Some(pb::exec_request::Msg::CloseStdin(true)) => AttachInput::CloseStdin,
+                    Some(pb::exec_request::Msg::Resize(s)) => AttachInput::Resize(s.width as u16, s.height as u16),
+                    _ => continue,
+                };
+                if in_tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let m = self.m.clone();
+        let txe = tx.clone();
+        tokio::spawn(async move {
+            let fwd = tokio::spawn(forward_attach(out_rx, tx));
+            if let Err(e) = crate::exec::exec(&m, &open.container, spec, in_rx, out_tx).await {
+                let _ = txe.send(Err(e.into())).await;
+            }
+            let _ = fwd.await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, GrpcStatus> {
+        let r = req.into_inner();
+        let q = crate::logs::LogsQuery {
+            follow: r.follow,
+            tail: (r.tail >= 0).then_some(r.tail as usize),
+            since: r.since_unix_nanos,
+            until: r.until_unix_nanos,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        };
+        // Unknown containers fail the call itself, not the stream.
+        self.m.record_and_dir(&r.container)?;
+        let (ltx, mut lrx) = mpsc::channel::<Vec<crate::logs::LogLine>>(8);
+        let (tx, rx) = mpsc::channel::<Result<pb::LogsResponse, GrpcStatus>>(8);
+        let m = self.m.clone();
+        let txe = tx.clone();
+        tokio::spawn(async move {
+            let fwd = tokio::spawn(async move {
+                loop {
+                    let batch = tokio::select! {
+                        b = lrx.recv() => b,
+                        _ = tx.closed() => None,
+                    };
+                    let Some(batch) = batch else { break };
+                    let entries = batch
+                        .into_iter()
+                        .map(|l| pb::LogEntry { stderr: l.stderr, time_unix_nanos: l.time, line: l.line })
+                        .collect();
+                    if tx.send(Ok(pb::LogsResponse { entries })).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = crate::logs::logs(m, &r.container, q, ltx).await {
+                let _ = txe.send(Err(e.into())).await;
+            }
+            let _ = fwd.await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn top(&self, req: Request<pb::TopRequest>) -> Result<Response<pb::TopResponse>, GrpcStatus> {
+        Ok(Response::new(storage::top(&self.m, req.into_inner()).await?))
+    }
+
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, GrpcStatus> {
+        Ok(Response::new(storage::stats(&self.m, req.into_inner())?))
+    }
+
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::CreateVolumeResponse>, GrpcStatus> {
+        Ok(Response::new(storage::create_volume(&self.m, req.into_inner())?))
+    }
+
+    async fn list_volumes(
+        &self,
+        _req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, GrpcStatus> {
+        Ok(Response::new(storage::list_volumes(&self.m)))
+    }
+
+    async fn inspect_volume(
+        &self,
+        req: Request<pb::InspectVolumeRequest>,
+    ) -> Result<Response<pb::InspectVolumeResponse>, GrpcStatus> {
+        Ok(Response::new(storage::inspect_volume(&self.m, &req.into_inner().name)?))
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeResponse>, GrpcStatus> {
+        Ok(Response::new(storage::remove_volume(&self.m, &req.into_inner().name)?))
+    }
+
+    async fn prune_volumes(
+        &self,
+        req: Request<pb::PruneVolumesRequest>,
+    ) -> Result<Response<pb::PruneVolumesResponse>, GrpcStatus> {
+        Ok(Response::new(storage::prune_volumes(&self.m, req.into_inner().all)))
     }
 }

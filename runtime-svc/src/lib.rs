@@ -6,7 +6,13 @@
 //! - [`shim`] and [`shim_proto`]: the per-container supervisor (`berth-shim`, a separate small
 //!   binary) and the protocol runtime-svc speaks with it. Namespaces are created by the OCI
 //!   runtime the shim runs, never inside this (multi-threaded, tokio) process.
+//! - [`network`]: container networking (bridge/host/none/user networks, published ports,
+//!   /etc/hosts and resolv.conf); netlink on dedicated threads, nftables rules of its own.
+//! - [`mounts`], [`volume`]: binds, volumes (copy-up), tmpfs and --read-only; mount points made
+//!   inside the rootfs with openat2(RESOLVE_IN_ROOT). [`restart`]: restart policies with
+//!   docker's backoff. [`stats`]: top and stats from the container's cgroup.
 //! - [`spec`]: the OCI runtime bundle (`config.json`) with Docker's isolation defaults.
+//! - [`seccomp`]: the default seccomp profile (Docker's allowlist, embedded as data).
 //! - [`grpc`]: the `berth.runtime.v1.Runtime` service; the only module that names tonic types
 //!   besides `main.rs`.
 //!
@@ -15,9 +21,17 @@
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod exec;
 pub mod grpc;
+pub mod logs;
 pub mod manager;
+pub mod mounts;
+pub mod network;
 pub mod shim;
 pub mod shim_proto;
+pub mod seccomp;
+pub mod restart;
 pub mod snapshot;
 pub mod spec;
+pub mod stats;
+pub mod volume;

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::container::{now_nanos, random_name, valid_name, HostSettings, Record, RunSettings, Status};
 use crate::error::{IoContext, RuntimeError};
 use crate::shim::{self, ShimSpec};
-use crate::shim_proto::{self, Exit};
+use crate::shim_proto::Exit;
 use crate::snapshot::{Layer, Snapshotter, StoreLayerSource};
 use crate::spec::{self, SpecInput};
 use std::collections::HashMap;
@@ -56,6 +56,8 @@ pub struct CreateSpec {
     pub overrides: Overrides,
     /// Host settings.
     pub host: HostSettings,
+    /// `--network`, `-p`, `-P`.
+    pub network: crate::network::NetRequest,
 }
 
 /// Layer progress during create.
@@ -91,6 +93,8 @@ pub struct AttachOpts {
     pub stdout: bool,
     /// Receive stderr.
     pub stderr: bool,
+    /// Initial terminal size (columns, rows) for a container with a pty.
+    pub size: Option<(u16, u16)>,
 }
 
 /// Client → container during attach.
@@ -107,8 +111,8 @@ pub enum AttachInput {
 /// Container → client during attach.
 #[derive(Debug)]
 pub enum AttachOutput {
-    /// Joined (full ID).
-    Attached(String),
+    /// Joined (full ID; the process has a pty).
+    Attached(String, bool),
     /// Stdout bytes.
     Stdout(Vec<u8>),
     /// Stderr bytes.
@@ -170,6 +174,8 @@ pub struct Manager {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     names: tokio::sync::Mutex<()>,
     nofile: u64,
+    net: Arc<crate::network::Networks>,
+    pub(crate) volumes: crate::volume::Volumes,
 }
 
 fn containers_dir(root: &Path) -> PathBuf {
@@ -188,6 +194,8 @@ impl Manager {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         let nofile = lim.rlim_max.min(1 << 20);
+        let net = Arc::new(crate::network::Networks::open(&root, cfg.network.clone())?);
+        let volumes = crate::volume::Volumes::open(root.join("volumes"))?;
         let m = Arc::new(Manager {
             root,
             cfg,
@@ -196,16 +204,24 @@ impl Manager {
             entries: Mutex::new(HashMap::new()),
             names: tokio::sync::Mutex::new(()),
             nofile,
+            net,
+            volumes,
         });
         m.recover().await?;
+        m.restart_on_boot();
         Ok(m)
     }
 
-    fn runtime_root(&self) -> PathBuf {
-        self.root.join("runc")
+    /// The networks of this host (`berth network ...`).
+    pub fn networks(&self) -> &crate::network::Networks {
+        &self.net
     }
 
-    fn cgroup_of(&self, id: &str) -> String {
+    fn runtime_root(&self) -> PathBuf {
+        self.root.join(self.cfg.runtime_state_dir())
+    }
+
+    pub(crate) fn cgroup_of(&self, id: &str) -> String {
         format!("/{}/{}", self.cfg.cgroup_parent, id)
     }
 
@@ -227,6 +243,7 @@ impl Manager {
                 Status::Running => match shim::status(&cdir).await {
                     Ok(shim::ShimStatus::Running(_)) => {
                         tracing::info!(id = %rec.id, "reconnected to running container's shim");
+                        self.net.restore(&rec.id).await;
                         self.spawn_monitor(entry);
                     }
                     Ok(shim::ShimStatus::Exited(exit)) => self.finish_exit(&entry, exit).await,
@@ -258,6 +275,8 @@ impl Manager {
                 }
             }
         }
+        let running = self.list(false).into_iter().map(|r| r.id).collect();
+        self.net.cleanup_stale(&running).await;
         Ok(())
     }
 
@@ -269,7 +288,7 @@ impl Manager {
             .unwrap()
             .values()
             .map(|e| e.record())
-            .filter(|r| all || r.status == Status::Running)
+            .filter(|r| all || r.status == Status::Running || r.restarting)
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         v
@@ -310,9 +329,8 @@ impl Manager {
         req: CreateSpec,
         progress: Option<mpsc::Sender<LayerProgress>>,
     ) -> Result<Record, RuntimeError> {
-        if req.overrides.tty {
-            return Err(RuntimeError::Invalid("-t (a pseudo-TTY) is not supported yet".into()));
-        }
+        let mut req = req;
+        req.host.log_opts = crate::logs::effective_opts(&self.cfg.log_opts, &req.host.log_opts)?;
         if !req.name.is_empty() && !valid_name(&req.name) {
             return Err(RuntimeError::Invalid(format!(
                 "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
@@ -327,6 +345,9 @@ impl Manager {
         }
         let img = berth_common::image::load(self.store.clone(), &req.image, None).await?;
         let run = merge(&img.config.config, &req.overrides);
+        let mut net = crate::network::ContainerNet { request: req.network.clone(), ..Default::default() };
+        net.request.mode = self.net.resolve_mode(&net.request.mode)?;
+        net.exposed = img.config.config.exposed_ports.clone().unwrap_or_default().into_keys().collect();
         if run.argv().is_empty() {
             return Err(RuntimeError::Invalid("no command specified".into()));
         }
@@ -348,6 +369,9 @@ impl Manager {
                 }
                 req.name.clone()
             };
+            let image_volumes: Vec<String> =
+                img.config.config.volumes.clone().unwrap_or_default().into_keys().collect();
+            let mount_points = self.prepare_mounts(&req.host, &image_volumes)?;
             for sub in ["upper", "work", "rootfs", "bundle"] {
                 std::fs::create_dir_all(dir.join(sub)).ctx(|| format!("creating {}", dir.display()))?;
             }
@@ -370,6 +394,13 @@ impl Manager {
                 pid: 0,
                 shim_pid: 0,
                 start_count: 0,
+                net,
+                image_id: img.id.to_string(),
+                mount_points,
+                restart_count: 0,
+                restarting: false,
+                restart_delay_ms: 0,
+                manually_stopped: false,
             };
             let entry = Entry::new(rec, dir.clone());
             self.entries.lock().unwrap().insert(id.clone(), entry.clone());
@@ -419,6 +450,7 @@ impl Manager {
             Ok(rec) => Ok(rec),
             Err(e) => {
                 self.entries.lock().unwrap().remove(&id);
+                self.remove_anonymous_volumes(&entry.record().mount_points);
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
@@ -451,6 +483,7 @@ impl Manager {
         if let Err(e) = &started {
             if !matches!(e, RuntimeError::Start { .. }) {
                 let _ = Snapshotter::unmount_rootfs(&rootfs);
+                self.net.detach(&rec.id).await;
             }
         }
         started
@@ -464,11 +497,7 @@ impl Manager {
         let (uid, gid, extra) = spec::resolve_user(&rec.run.user, &passwd, &group).map_err(RuntimeError::Invalid)?;
         let hostname = if rec.run.hostname.is_empty() { rec.id[..12].to_string() } else { rec.run.hostname.clone() };
         std::fs::write(dir.join("hostname"), format!("{hostname}\n")).ctx(|| "writing hostname".into())?;
-        std::fs::write(
-            dir.join("hosts"),
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        )
-        .ctx(|| "writing hosts".into())?;
+        let attached = self.net.attach(&rec.id, &rec.name, &hostname, &rec.net, &dir).await?;
         let cgroup = self.cgroup_of(&rec.id);
         let args = rec.run.argv();
         let inp = SpecInput {
@@ -481,18 +510,24 @@ impl Manager {
             cgroups_path: &cgroup,
             hostname_file: &dir.join("hostname"),
             hosts_file: &dir.join("hosts"),
+            network: &attached.spec,
+            resolv_file: &dir.join("resolv.conf"),
             nofile: self.nofile,
         };
         let oci = spec::build(&rec.run, &rec.host, &inp).map_err(RuntimeError::Invalid)?;
+        let user_mounts = crate::mounts::setup(&rootfs, &rec.mount_points, &self.volumes).map_err(RuntimeError::Invalid)?;
+        let oci = crate::mounts::apply(oci, &user_mounts, rec.host.readonly_rootfs).map_err(RuntimeError::Invalid)?;
         let bundle = dir.join("bundle");
         std::fs::write(bundle.join("config.json"), spec::to_json(&oci).map_err(RuntimeError::Invalid)?)
             .ctx(|| "writing config.json".into())?;
 
         let shim_bin = self.cfg.shim_binary();
-        let runtime = self.cfg.runc.clone();
+        let runtime = self.cfg.runtime_binary();
         let runtime_root = self.runtime_root();
         let (id, d, b, r, stdin) = (rec.id.clone(), dir.clone(), bundle.clone(), rootfs.clone(), rec.run.open_stdin);
         let cg = cgroup.clone();
+        let tty = rec.run.tty;
+        let (log_max_size, log_max_file) = crate::logs::limits(&rec.host.log_opts)?;
         let shim_pid = tokio::task::spawn_blocking(move || {
             shim::spawn(&ShimSpec {
                 binary: &shim_bin,
@@ -504,6 +539,9 @@ impl Manager {
                 runtime_root: &runtime_root,
                 cgroup: &cg,
                 stdin,
+                tty,
+                log_max_size,
+                log_max_file,
             })
         })
         .await
@@ -525,9 +563,11 @@ impl Manager {
                     r.started_at = now_nanos();
                     r.finished_at = 0;
                     r.start_count += 1;
+                    r.restarting = false;
                     r.exit_code = 0;
                     r.error.clear();
                     r.oom_killed = false;
+                    r.net.endpoint = attached.endpoint.clone();
                 })?;
                 self.spawn_monitor(entry.clone());
                 Ok(rec)
@@ -572,6 +612,7 @@ impl Manager {
 
     async fn finish_exit(self: &Arc<Self>, entry: &Arc<Entry>, exit: Exit) {
         let _ = Snapshotter::unmount_rootfs(&entry.dir.join("rootfs"));
+        self.net.detach(&entry.id).await;
         let res = entry.update(|r| {
             if r.status != Status::Removing {
                 r.status = Status::Exited;
@@ -582,17 +623,19 @@ impl Manager {
             r.finished_at = now_nanos();
             r.pid = 0;
             r.shim_pid = 0;
+            r.net.endpoint = None;
         });
         entry.live.send_modify(|l| l.exits += 1);
         if let Err(e) = res {
             tracing::warn!(id = %entry.id, error = %e, "could not save exit status");
         }
+        self.after_exit(&entry.record());
         let auto = entry.rec.lock().unwrap().host.auto_remove;
         if auto {
             let m = self.clone();
             let id = entry.id.clone();
             tokio::spawn(async move {
-                if let Err(e) = m.remove(&id, false).await {
+                if let Err(e) = m.remove_with_volumes(&id, false, true).await {
                     if !matches!(e, RuntimeError::NoSuchContainer(_)) {
                         tracing::warn!(id = %id, error = %e, "auto-remove failed");
                     }
@@ -605,7 +648,11 @@ impl Manager {
     pub async fn stop(&self, what: &str, timeout: Option<Duration>, signal: &str) -> Result<Record, RuntimeError> {
         let entry = self.resolve(what)?;
         let _op = entry.op.lock().await;
-        let rec = entry.record();
+        // The user stopped it: restart policies leave it alone (and a pending restart is off).
+        let rec = entry.update(|r| {
+            r.manually_stopped = true;
+            r.restarting = false;
+        })?;
         if !rec.status.can_kill() {
             return Ok(rec);
         }
@@ -631,6 +678,8 @@ impl Manager {
         if !rec.status.can_kill() {
             return Err(RuntimeError::State(format!("Container {} is not running", rec.id)));
         }
+        // As docker: a container the user killed is not restarted by its policy.
+        let _ = entry.update(|r| r.manually_stopped = true);
         match shim::kill(&entry.dir, sig).await {
             Ok(true) => Ok(()),
             _ => Err(RuntimeError::State(format!("Container {} is not running", rec.id))),
@@ -639,6 +688,16 @@ impl Manager {
 
     /// Removes a container (killing it first with `force`).
     pub async fn remove(&self, what: &str, force: bool) -> Result<String, RuntimeError> {
+        self.remove_with_volumes(what, force, false).await
+    }
+
+    /// Applies a change to a container's record and saves it.
+    pub(crate) fn update_record(&self, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record, RuntimeError> {
+        self.resolve(id)?.update(f)
+    }
+
+    /// Removes a container; with `volumes` also its anonymous volumes (`rm -v`, `--rm`).
+    pub async fn remove_with_volumes(&self, what: &str, force: bool, volumes: bool) -> Result<String, RuntimeError> {
         let entry = self.resolve(what)?;
         let _op = entry.op.lock().await;
         let rec = entry.record();
@@ -659,11 +718,15 @@ impl Manager {
         entry.update(|r| r.status = Status::Removing)?;
         self.remove_files(&entry).await?;
         self.entries.lock().unwrap().remove(&entry.id);
+        if volumes {
+            self.remove_anonymous_volumes(&rec.mount_points);
+        }
         entry.live.send_modify(|l| l.removed = true);
         Ok(entry.id.clone())
     }
 
     async fn remove_files(&self, entry: &Arc<Entry>) -> Result<(), RuntimeError> {
+        self.net.detach(&entry.id).await;
         // A shim still cleaning up after the exit: give it a moment.
         let pid = entry.rec.lock().unwrap().shim_pid;
         for _ in 0..50 {
@@ -675,7 +738,7 @@ impl Manager {
         let rootfs = entry.dir.join("rootfs");
         let _ = Snapshotter::unmount_rootfs(&rootfs);
         if self.runtime_root().join(&entry.id).exists() {
-            let runc = self.cfg.runc.clone();
+            let runc = self.cfg.runtime_binary();
             let root = self.runtime_root();
             let id = entry.id.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -752,7 +815,7 @@ impl Manager {
         &self,
         what: &str,
         opts: AttachOpts,
-        mut input: mpsc::Receiver<AttachInput>,
+        input: mpsc::Receiver<AttachInput>,
         output: mpsc::Sender<AttachOutput>,
     ) -> Result<(), RuntimeError> {
         let entry = self.resolve(what)?;
@@ -762,8 +825,8 @@ impl Manager {
         let mut rx = entry.live.subscribe();
         let running = rx.borrow().status == Status::Running;
         let conn = if running {
-            let _ = output.send(AttachOutput::Attached(entry.id.clone())).await;
-            shim::attach(&entry.dir, opts.stdin, opts.stdout, opts.stderr).await
+            let _ = output.send(AttachOutput::Attached(entry.id.clone(), entry.record().run.tty)).await;
+            shim::attach(&entry.dir, opts.stdin, opts.stdout, opts.stderr, opts.size).await
         } else {
             struct Waiting<'a>(&'a watch::Sender<Live>, bool);
             impl Drop for Waiting<'_> {
@@ -779,74 +842,24 @@ impl Manager {
                 gen0 = l.shim_gen;
             });
             let mut guard = Waiting(&entry.live, true);
-            let _ = output.send(AttachOutput::Attached(entry.id.clone())).await;
+            let _ = output.send(AttachOutput::Attached(entry.id.clone(), entry.record().run.tty)).await;
             if rx.wait_for(|l| l.shim_gen > gen0 || l.removed).await.map(|l| l.removed).unwrap_or(true) {
                 return Err(RuntimeError::NoSuchContainer(what.to_string()));
             }
-            let c = shim::attach(&entry.dir, opts.stdin, opts.stdout, opts.stderr).await;
+            let c = shim::attach(&entry.dir, opts.stdin, opts.stdout, opts.stderr, opts.size).await;
             guard.1 = false;
             entry.live.send_modify(|l| l.waiting -= 1);
             c
         };
         let conn = conn.map_err(|e| RuntimeError::Shim { id: entry.id.clone(), reason: e.to_string() })?;
-        let shim::AttachConn { mut reader, mut writer } = conn;
-        let input_task = tokio::spawn(async move {
-            while let Some(msg) = input.recv().await {
-                let r = match msg {
-                    AttachInput::Stdin(data) => {
-                        let mut res = Ok(());
-                        for chunk in data.chunks(shim_proto::MAX_FRAME) {
-                            res = shim::write_frame(&mut writer, shim_proto::FRAME_STDIN, chunk).await;
-                            if res.is_err() {
-                                break;
-                            }
-                        }
-                        res
-                    }
-                    AttachInput::CloseStdin => shim::write_frame(&mut writer, shim_proto::FRAME_CLOSE_STDIN, &[]).await,
-                    AttachInput::Resize(w, h) => {
-                        let mut b = w.to_be_bytes().to_vec();
-                        b.extend_from_slice(&h.to_be_bytes());
-                        shim::write_frame(&mut writer, shim_proto::FRAME_RESIZE, &b).await
-                    }
-                };
-                if r.is_err() {
-                    break;
-                }
-            }
-        });
-        let result = loop {
-            match shim::read_frame(&mut reader).await {
-                Ok(Some((shim_proto::FRAME_STDOUT, d))) => {
-                    let _ = output.send(AttachOutput::Stdout(d)).await;
-                }
-                Ok(Some((shim_proto::FRAME_STDERR, d))) => {
-                    let _ = output.send(AttachOutput::Stderr(d)).await;
-                }
-                Ok(Some((shim_proto::FRAME_EXIT, d))) => {
-                    let exit = Exit::parse(&String::from_utf8_lossy(&d)).unwrap_or(Exit {
-                        code: 255,
-                        oom: false,
-                        error: "bad exit frame".into(),
-                    });
-                    let _ = output.send(AttachOutput::Exit(exit)).await;
-                    break Ok(());
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    // The shim went away without an exit frame (killed?): report what is known.
-                    let exit = shim::read_exit_file(&entry.dir).unwrap_or(Exit {
-                        code: 255,
-                        oom: false,
-                        error: "lost the connection to the container's shim".into(),
-                    });
-                    let _ = output.send(AttachOutput::Exit(exit)).await;
-                    break Ok(());
-                }
-            }
-        };
-        input_task.abort();
-        result
+        crate::exec::relay(conn, &entry.dir, input, output).await;
+        Ok(())
+    }
+
+    /// A container's record and state dir (for the exec and logs modules).
+    pub fn record_and_dir(&self, what: &str) -> Result<(Record, PathBuf), RuntimeError> {
+        let e = self.resolve(what)?;
+        Ok((e.record(), e.dir.clone()))
     }
 }
 
@@ -948,7 +961,7 @@ fn kill_shim(pid: i32) {
 
 /// Reads a file of the container's rootfs without following symlinks out of it
 /// (openat2 with RESOLVE_IN_ROOT). Small files only.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+pub(crate) fn read_in_root(root: &Path, rel: &str) -> Option<String> {
     use std::ffi::CString;
     use std::io::Read;
     use std::os::fd::FromRawFd;

@@ -29,6 +29,12 @@ pub struct ShimSpec<'a> {
     pub cgroup: &'a str,
     /// Give the container a stdin pipe.
     pub stdin: bool,
+    /// Give the container a pty (the shim receives its master through `--console-socket`).
+    pub tty: bool,
+    /// Rotate the json-file log at this size in bytes (0 = never).
+    pub log_max_size: u64,
+    /// Files kept by rotation, the current one included (at least 1).
+    pub log_max_file: u32,
 }
 
 /// Starts a shim and waits until its socket listens; returns the shim's pid. Blocking (a
@@ -54,6 +60,13 @@ pub fn spawn(s: &ShimSpec<'_>) -> std::io::Result<i32> {
         .stderr(Stdio::inherit());
     if s.stdin {
         cmd.arg("--stdin");
+    }
+    if s.tty {
+        cmd.arg("--tty");
+    }
+    if s.log_max_size > 0 {
+        cmd.arg("--log-max-size").arg(s.log_max_size.to_string());
+        cmd.arg("--log-max-file").arg(s.log_max_file.max(1).to_string());
     }
     let mut child = cmd.spawn()?;
     let mut out = String::new();
@@ -156,16 +169,24 @@ pub async fn kill(dir: &Path, signal: i32) -> std::io::Result<bool> {
     Ok(reply == "OK")
 }
 
-/// One attach connection to a shim.
+/// One attach (or exec) connection to a shim.
 pub struct AttachConn {
     /// Frames from the shim.
     pub reader: BufReader<OwnedReadHalf>,
     /// Frames to the shim.
     pub writer: OwnedWriteHalf,
+    /// The process has a pty (its output comes as stdout frames only).
+    pub tty: bool,
 }
 
-/// Opens an attach connection. `flags` as in the protocol ("ioe").
-pub async fn attach(dir: &Path, stdin: bool, stdout: bool, stderr: bool) -> std::io::Result<AttachConn> {
+/// Opens an attach connection; `size` (columns, rows) is applied to the pty first.
+pub async fn attach(
+    dir: &Path,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    size: Option<(u16, u16)>,
+) -> std::io::Result<AttachConn> {
     let s = connect(dir).await?;
     let (r, mut w) = s.into_split();
     let mut flags = String::new();
@@ -177,14 +198,65 @@ pub async fn attach(dir: &Path, stdin: bool, stdout: bool, stderr: bool) -> std:
     if flags.is_empty() {
         flags.push('-');
     }
-    w.write_all(format!("ATTACH {flags}\n").as_bytes()).await?;
+    let line = match size {
+        Some((c, r)) => format!("ATTACH {flags} {c} {r}\n"),
+        None => format!("ATTACH {flags}\n"),
+    };
+    w.write_all(line.as_bytes()).await?;
     let mut reader = BufReader::new(r);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
-    if !line.starts_with("OK") {
+    let Some(rest) = line.strip_prefix("OK") else {
         return Err(std::io::Error::other(format!("shim refused attach: {}", line.trim())));
+    };
+    Ok(AttachConn { reader, writer: w, tty: rest.trim() == "1" })
+}
+
+/// What an exec session runs (see `EXEC` in `shim_proto`).
+pub struct ExecOpen<'a> {
+    /// The OCI `process` object, as JSON.
+    pub process: &'a [u8],
+    /// Give it a stdin pipe (or the pty's input).
+    pub stdin: bool,
+    /// Give it a pty.
+    pub tty: bool,
+    /// Do not relay anything: the shim answers and closes.
+    pub detach: bool,
+    /// Initial terminal size (columns, rows).
+    pub size: Option<(u16, u16)>,
+}
+
+/// Starts a process in the running container through its shim. `Ok(Err(..))` when the
+/// runtime could not start it (docker's 126/127/125 and the runtime's message).
+pub async fn exec(dir: &Path, o: &ExecOpen<'_>) -> std::io::Result<Result<(i32, AttachConn), StartFailure>> {
+    let s = connect(dir).await?;
+    let (r, mut w) = s.into_split();
+    let mut flags = String::new();
+    for (on, c) in [(o.stdin, 'i'), (o.tty, 't'), (o.detach, 'd')] {
+        if on {
+            flags.push(c);
+        }
     }
-    Ok(AttachConn { reader, writer: w })
+    if flags.is_empty() {
+        flags.push('-');
+    }
+    let (c, rows) = o.size.unwrap_or((0, 0));
+    let mut msg = format!("EXEC {flags} {c} {rows} {}\n", o.process.len()).into_bytes();
+    msg.extend_from_slice(o.process);
+    w.write_all(&msg).await?;
+    let mut reader = BufReader::new(r);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "shim closed the connection"));
+    }
+    let line = line.trim_end();
+    if let Some(pid) = line.strip_prefix("OK ") {
+        let conn = AttachConn { reader, writer: w, tty: o.tty };
+        return Ok(Ok((pid.parse().unwrap_or(0), conn)));
+    }
+    let rest = line.strip_prefix("ERR ").unwrap_or(line);
+    let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+    Ok(Err(StartFailure { code: code.parse().unwrap_or(125), message: msg.to_string() }))
 }
 
 /// Reads one frame (kind, payload); `None` at EOF.

@@ -7,13 +7,23 @@
 //! - `KILL <signo>\n` → `OK\n` or `ERR <code> <message>\n`.
 //! - `STATUS\n` → `CREATED\n`, `RUNNING <pid>\n` or `EXITED <code> <oom 0|1> <message>\n`.
 //! - `WAIT\n` → the `EXITED ...` line once the container has exited.
-//! - `ATTACH <flags>\n` (flags: any of `i`, `o`, `e` for stdin/stdout/stderr, `-` for none) →
+//! - `ATTACH <flags> [<cols> <rows>]\n` (flags: any of `i`, `o`, `e` for stdin/stdout/stderr,
+//!   `-` for none; the size, if given, is applied to the container's pty before the reply) →
 //!   `OK <tty 0|1>\n`, then binary frames both ways until the shim sends [`FRAME_EXIT`].
+//! - `EXEC <flags> <cols> <rows> <len>\n` followed by `<len>` bytes of JSON (an OCI `process`
+//!   object; flags: any of `i` stdin, `t` pty, `d` detached, `-` for none; cols/rows 0 when
+//!   unknown) → `OK <pid>\n` or `ERR <exit code> <message>\n` (126/127 like START); then, unless
+//!   detached, the same frames as ATTACH for that process only (its output is not logged) and a
+//!   [`FRAME_EXIT`] with its exit status. Closing the connection detaches; the process runs on.
 //!
 //! A frame is one kind byte, a big-endian u32 length and that many bytes of payload. Shim →
 //! client: [`FRAME_STDOUT`], [`FRAME_STDERR`], [`FRAME_EXIT`] (payload: the `EXITED ...` line).
-//! Client → shim: [`FRAME_STDIN`], [`FRAME_CLOSE_STDIN`] (empty), [`FRAME_RESIZE`] (u16 width,
-//! u16 height, big-endian; used once containers get a pty).
+//! Client → shim: [`FRAME_STDIN`], [`FRAME_CLOSE_STDIN`] (empty; ignored with a pty, where EOF
+//! is the user's Ctrl-D), [`FRAME_RESIZE`] (u16 columns, u16 rows, big-endian; `TIOCSWINSZ` on
+//! the pty master, which signals SIGWINCH to the foreground process group).
+//!
+//! With a pty (`berth-shim --tty`) the runtime is given `--console-socket`; the shim receives
+//! the pty master over it (SCM_RIGHTS), keeps it, and sends all output as [`FRAME_STDOUT`].
 
 /// Bytes for the container's stdin.
 pub const FRAME_STDIN: u8 = 0;
@@ -23,7 +33,7 @@ pub const FRAME_STDOUT: u8 = 1;
 pub const FRAME_STDERR: u8 = 2;
 /// The container's stdin reached EOF.
 pub const FRAME_CLOSE_STDIN: u8 = 3;
-/// Terminal size changed.
+/// Terminal size changed (u16 columns, u16 rows).
 pub const FRAME_RESIZE: u8 = 4;
 /// The container exited; payload is the `EXITED` status line; last frame.
 pub const FRAME_EXIT: u8 = 5;

@@ -1,6 +1,6 @@
 //! The OCI runtime bundle's `config.json` for one container, made with oci-spec from the
 //! merged container config: Docker's defaults for isolation (namespaces, capabilities, masked
-//! and read-only /proc paths, no_new_privs, a seccomp denylist) plus the user's limits.
+//! and read-only /proc paths, no_new_privs, Docker's seccomp allowlist) plus the user's limits.
 
 use crate::container::{HostSettings, RunSettings};
 use oci_spec::runtime::Spec;
@@ -23,60 +23,6 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_SYS_CHROOT",
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
-];
-
-/// Syscalls refused with EPERM: the calls Docker's default profile allows only to containers
-/// given extra capabilities (CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_TIME, CAP_SYS_PTRACE, ...),
-/// which the default capability set never has. A denylist, unlike Docker's allowlist.
-pub const SECCOMP_DENY: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
 ];
 
 /// /proc and /sys paths hidden from the container (Docker's list).
@@ -117,6 +63,10 @@ pub struct SpecInput<'a> {
     pub hostname_file: &'a Path,
     /// See above.
     pub hosts_file: &'a Path,
+    /// The container's network: a new empty namespace, a namespace to join, or the host's.
+    pub network: &'a crate::network::SpecNet,
+    /// File bind-mounted at /etc/resolv.conf.
+    pub resolv_file: &'a Path,
     /// RLIMIT_NOFILE to give the container (never above the host's hard limit).
     pub nofile: u64,
 }
@@ -130,6 +80,9 @@ pub fn build(run: &RunSettings, host: &HostSettings, inp: &SpecInput<'_>) -> Res
     }
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
+    }
+    if run.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
     }
     let cwd = if run.working_dir.is_empty() { "/".to_string() } else { run.working_dir.clone() };
     let caps = DEFAULT_CAPS.to_vec();
@@ -148,11 +101,20 @@ pub fn build(run: &RunSettings, host: &HostSettings, inp: &SpecInput<'_>) -> Res
     if host.pids_limit > 0 {
         resources["pids"] = json!({"limit": host.pids_limit});
     }
-    let syscalls: Vec<&str> = SECCOMP_DENY.to_vec();
+    let seccomp = crate::seccomp::default_section(&crate::seccomp::Target::host(&caps));
+    let mut namespaces = vec![json!({"type": "pid"})];
+    match inp.network {
+        crate::network::SpecNet::Empty => namespaces.push(json!({"type": "network"})),
+        crate::network::SpecNet::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
+        crate::network::SpecNet::Host => {}
+    }
+    for t in ["ipc", "uts", "mount", "cgroup"] {
+        namespaces.push(json!({ "type": t }));
+    }
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": run.tty,
             "user": {"uid": inp.uid, "gid": inp.gid, "additionalGids": inp.additional_gids},
             "args": inp.args,
             "env": env,
@@ -175,23 +137,15 @@ pub fn build(run: &RunSettings, host: &HostSettings, inp: &SpecInput<'_>) -> Res
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/etc/hostname", "type": "bind", "source": inp.hostname_file, "options": ["rbind", "rprivate"]},
             {"destination": "/etc/hosts", "type": "bind", "source": inp.hosts_file, "options": ["rbind", "rprivate"]},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": inp.resolv_file, "options": ["rbind", "rprivate"]},
         ],
         "linux": {
-            "namespaces": [
-                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": inp.cgroups_path,
             "resources": resources,
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
-            "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-                "syscalls": [
-                    {"names": syscalls, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM as u32},
-                    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS as u32},
-                ],
-            },
+            "seccomp": seccomp,
         },
     });
     let spec: Spec = serde_json::from_value(spec).map_err(|e| format!("building the runtime spec: {e}"))?;
@@ -277,7 +231,13 @@ mod tests {
     #[test]
     fn spec_has_limits_and_isolation() {
         let run = RunSettings { env: vec!["A=1".into()], ..Default::default() };
-        let host = HostSettings { memory_bytes: 64 << 20, nano_cpus: 500_000_000, pids_limit: 50, auto_remove: false };
+        let host = HostSettings {
+            memory_bytes: 64 << 20,
+            nano_cpus: 500_000_000,
+            pids_limit: 50,
+            auto_remove: false,
+            ..Default::default()
+        };
         let id = "a".repeat(64);
         let inp = SpecInput {
             rootfs: Path::new("/r"),
@@ -289,6 +249,8 @@ mod tests {
             cgroups_path: "/berth/x",
             hostname_file: Path::new("/h"),
             hosts_file: Path::new("/hh"),
+            network: &crate::network::SpecNet::Empty,
+            resolv_file: Path::new("/rc"),
             nofile: 1024,
         };
         let spec = build(&run, &host, &inp).unwrap();

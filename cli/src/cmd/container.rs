@@ -4,7 +4,15 @@
 //! Everything goes through runtime-svc's gRPC API; a foreground `run` joins the container's
 //! stdio over the Attach stream (so runtime-svc may be on another host).
 
+mod attach;
+mod exec;
+mod logs;
+mod port;
 mod run;
+mod stats;
+mod storage_flags;
+mod top;
+mod tty;
 
 use crate::context::Context;
 use crate::output::{ellipsis, human_duration, short_id, Table};
@@ -23,6 +31,8 @@ pub use run::CreateOpts;
 pub enum ContainerCommand {
     #[command(flatten)]
     Lifecycle(Box<Lifecycle>),
+    /// Return low-level information on containers or images.
+    Inspect(super::inspect::InspectOpts),
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerSub),
@@ -35,6 +45,8 @@ pub enum ContainerSub {
     Lifecycle(Box<Lifecycle>),
     /// List containers.
     Ls(PsOpts),
+    /// Display detailed information on one or more containers.
+    Inspect(super::inspect::ContainerInspectOpts),
     /// Remove all stopped containers.
     Prune {
         /// Do not prompt for confirmation.
@@ -60,6 +72,9 @@ pub enum Lifecycle {
         /// Attach the container's stdin.
         #[arg(short, long)]
         interactive: bool,
+        /// Override the key sequence for detaching a container.
+        #[arg(long)]
+        detach_keys: Option<String>,
         /// Containers (ID, ID prefix or name).
         #[arg(required = true)]
         containers: Vec<String>,
@@ -99,10 +114,25 @@ pub enum Lifecycle {
         /// Force the removal of a running container (uses SIGKILL).
         #[arg(short, long)]
         force: bool,
+        /// Remove anonymous volumes associated with the container.
+        #[arg(short, long)]
+        volumes: bool,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// List port mappings or a specific mapping for the container.
+    Port(port::PortOpts),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(attach::AttachOpts),
+    /// Execute a command in a running container.
+    Exec(exec::ExecOpts),
+    /// Fetch the logs of a container.
+    Logs(logs::LogsOpts),
+    /// Display the running processes of a container.
+    Top(top::TopOpts),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(stats::StatsOpts),
     /// Block until one or more containers stop, then print their exit codes.
     Wait {
         /// Containers.
@@ -133,6 +163,8 @@ pub async fn run(cmd: ContainerCommand, ctx: &Context) -> Result<ExitCode> {
         ContainerCommand::Lifecycle(l) => lifecycle(*l, ctx).await,
         ContainerCommand::Container(ContainerSub::Lifecycle(l)) => lifecycle(*l, ctx).await,
         ContainerCommand::Container(ContainerSub::Ls(o)) => ps(ctx, o).await,
+        ContainerCommand::Inspect(o) => super::inspect::inspect(ctx, o).await,
+        ContainerCommand::Container(ContainerSub::Inspect(o)) => super::inspect::container_inspect(ctx, o).await,
         ContainerCommand::Container(ContainerSub::Prune { force }) => prune(ctx, force).await,
     }
 }
@@ -142,12 +174,13 @@ async fn lifecycle(cmd: Lifecycle, ctx: &Context) -> Result<ExitCode> {
         Lifecycle::Run(o) => run::run(ctx, o).await,
         Lifecycle::Create(o) => run::create(ctx, o).await,
         Lifecycle::Ps(o) => ps(ctx, o).await,
-        Lifecycle::Start { attach, interactive, containers } => {
+        Lifecycle::Port(o) => port::port(ctx, o).await,
+        Lifecycle::Start { attach, interactive, detach_keys, containers } => {
             if attach || interactive {
                 if containers.len() != 1 {
                     return Err(anyhow!("you cannot start and attach multiple containers at once"));
                 }
-                return run::start_attached(ctx, &containers[0], interactive).await;
+                return run::start_attached(ctx, &containers[0], interactive, detach_keys.as_deref()).await;
             }
             let rt = client(ctx).await?;
             each(&containers, |c| {
@@ -198,15 +231,20 @@ async fn lifecycle(cmd: Lifecycle, ctx: &Context) -> Result<ExitCode> {
             .await
             .map(code)
         }
-        Lifecycle::Rm { force, containers } => {
+        Lifecycle::Rm { force, volumes, containers } => {
             let rt = client(ctx).await?;
             each(&containers, |c| {
                 let mut rt = rt.clone();
-                async move { rt.remove(pb::RemoveRequest { container: c, force }).await.map(|_| ()) }
+                async move { rt.remove(pb::RemoveRequest { container: c, force, volumes }).await.map(|_| ()) }
             })
             .await
             .map(code)
         }
+        Lifecycle::Attach(o) => attach::attach(ctx, o).await,
+        Lifecycle::Exec(o) => exec::exec(ctx, o).await,
+        Lifecycle::Top(o) => top::top(ctx, o).await,
+        Lifecycle::Stats(o) => stats::stats(ctx, o).await,
+        Lifecycle::Logs(o) => logs::logs(ctx, o).await,
         Lifecycle::Wait { containers } => {
             let rt = client(ctx).await?;
             let mut ok = true;
@@ -276,6 +314,9 @@ fn ago(nanos: i64) -> String {
 
 /// docker's STATUS column: "Created", "Up 5 minutes", "Exited (0) 2 minutes ago".
 pub fn status_text(c: &pb::Container) -> String {
+    if c.restarting {
+        return format!("Restarting ({}) {} ago", c.exit_code, ago(c.finished_at_unix_nanos));
+    }
     match pb::ContainerStatus::try_from(c.status).unwrap_or(pb::ContainerStatus::Unspecified) {
         pb::ContainerStatus::Running => format!("Up {}", ago(c.started_at_unix_nanos)),
         pb::ContainerStatus::Exited => format!("Exited ({}) {} ago", c.exit_code, ago(c.finished_at_unix_nanos)),
@@ -285,6 +326,9 @@ pub fn status_text(c: &pb::Container) -> String {
 }
 
 fn state_text(c: &pb::Container) -> &'static str {
+    if c.restarting {
+        return "restarting";
+    }
     match pb::ContainerStatus::try_from(c.status).unwrap_or(pb::ContainerStatus::Unspecified) {
         pb::ContainerStatus::Running => "running",
         pb::ContainerStatus::Exited => "exited",
@@ -331,8 +375,8 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
                     "LocalVolumes": "0",
                     "Mounts": "",
                     "Names": c.name,
-                    "Networks": "none",
-                    "Ports": "",
+                    "Networks": c.network,
+                    "Ports": port::ports_text(c),
                     "RunningFor": format!("{} ago", ago(c.created_at_unix_nanos)),
                     "Size": "0B",
                     "State": state_text(c),
@@ -350,7 +394,7 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
                     command_text(c, o.no_trunc),
                     format!("{} ago", ago(c.created_at_unix_nanos)),
                     status_text(c),
-                    String::new(),
+                    port::ports_text(c),
                     c.name.clone(),
                 ]);
             }

@@ -2,15 +2,17 @@
 //!
 //! runtime-svc starts it per container run; it detaches (setsid + fork) so it survives
 //! runtime-svc being restarted or killed, becomes a child subreaper, owns the container's stdio
-//! pipes, writes the json-file log, runs the OCI runtime (`runc run -d`) when told to start,
-//! reaps the container's init, cleans up (runtime delete, rootfs unmount), writes the exit status
-//! atomically to `<dir>/exit`, and serves `<dir>/shim.sock` (see `shim_proto`) for start, kill,
-//! status, wait and attach.
+//! (pipes, or the pty master it receives from the runtime over `--console-socket`), writes the
+//! json-file log (rotated at a size), runs the OCI runtime (`runc run -d`) when told to start and
+//! `runc exec -d` for exec sessions, reaps the container's init and exec'd processes, cleans up
+//! (runtime delete, rootfs unmount), writes the exit status atomically to `<dir>/exit`, and
+//! serves `<dir>/shim.sock` (see `shim_proto`) for start, kill, status, wait, attach and exec.
 //!
 //! Deliberately small: std and libc only, one thread per pipe and per connection with small
-//! stacks, no async runtime. Invocation:
+//! stacks, no async runtime; the main thread is the reaper. Invocation:
 //! `berth-shim --id ID --dir DIR --bundle DIR --rootfs DIR --runtime PATH --runtime-root DIR
-//!  --cgroup PATH [--stdin]`; it prints `READY <pid>` on stdout once the socket is listening.
+//!  --cgroup PATH [--stdin] [--tty] [--log-max-size BYTES] [--log-max-file N]`; it prints
+//! `READY <pid>` on stdout once the socket is listening.
 
 #[path = "../shim_proto.rs"]
 #[allow(dead_code)]
@@ -19,14 +21,17 @@ mod proto;
 use proto::Exit;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const STACK: usize = 128 * 1024;
+const STACK: usize = 64 * 1024;
+/// Output is read in chunks of this size (one frame each).
+const CHUNK: usize = 8 * 1024;
 
 struct Args {
     id: String,
@@ -37,6 +42,9 @@ struct Args {
     runtime_root: PathBuf,
     cgroup: String,
     stdin: bool,
+    tty: bool,
+    log_max_size: u64,
+    log_max_file: u32,
 }
 
 #[derive(Clone)]
@@ -55,13 +63,53 @@ struct Client {
     err: bool,
 }
 
+/// Where a session's client frames go: the process's stdin and, with a tty, the pty master
+/// (for resizes). Shared by the container's attach connections and by one exec session.
+struct Input {
+    stdin_w: Mutex<Option<File>>,
+    pty: Mutex<Option<File>>,
+    /// The last terminal size asked for (applied when the pty arrives).
+    size: Mutex<Option<(u16, u16)>>,
+    tty: bool,
+}
+
+impl Input {
+    fn new(stdin_w: Option<File>, tty: bool) -> Input {
+        Input { stdin_w: Mutex::new(stdin_w), pty: Mutex::new(None), size: Mutex::new(None), tty }
+    }
+
+    fn resize(&self, cols: u16, rows: u16) {
+        if cols == 0 || rows == 0 {
+            return;
+        }
+        *self.size.lock().unwrap() = Some((cols, rows));
+        if let Some(p) = self.pty.lock().unwrap().as_ref() {
+            set_winsize(p, cols, rows);
+        }
+    }
+
+    /// Installs the pty master: applies the size asked for so far.
+    fn set_pty(&self, master: &File) -> io::Result<()> {
+        if let Some((c, r)) = *self.size.lock().unwrap() {
+            set_winsize(master, c, r);
+        }
+        *self.pty.lock().unwrap() = Some(master.try_clone()?);
+        Ok(())
+    }
+}
+
+fn set_winsize(f: &File, cols: u16, rows: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
 struct Shared {
     args: Args,
     state: Mutex<State>,
     cond: Condvar,
     clients: Mutex<Clients>,
-    stdin_w: Mutex<Option<File>>,
-    /// The container's ends of the stdio pipes, handed to the runtime at start.
+    input: Input,
+    /// The container's ends of the stdio pipes, handed to the runtime at start (None with a tty).
     child_stdio: Mutex<Option<(File, File, File)>>,
     log: Mutex<LogFile>,
     /// Output pumps still running, and connections still owing a reply.
@@ -69,6 +117,8 @@ struct Shared {
     pumps_cond: Condvar,
     pending: Mutex<usize>,
     pending_cond: Condvar,
+    reaper: Reaper,
+    exec_seq: AtomicU32,
 }
 
 /// Attached clients; `exit` is set once they have been sent the exit frame (late attachers get
@@ -76,6 +126,102 @@ struct Shared {
 struct Clients {
     list: Vec<Client>,
     exit: Option<Exit>,
+}
+
+/// Exit statuses of reaped children. The main thread reaps every child (`waitpid(-1)`: the
+/// runtime processes, the container's init and exec'd processes, which are reparented to us as
+/// the subreaper); threads that started a process wait here for its status.
+struct Reaper {
+    st: Mutex<ReapState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct ReapState {
+    /// (pid, wait status), oldest first.
+    done: Vec<(i32, i32)>,
+    /// Pids nobody will wait for (detached exec processes): dropped when reaped.
+    ignore: Vec<i32>,
+    /// Bumped when a child is spawned, so the reaper knows to call waitpid again.
+    gen: u64,
+}
+
+impl Reaper {
+    /// Tells the reaper a new child exists.
+    fn kick(&self) {
+        self.st.lock().unwrap().gen += 1;
+        self.cond.notify_all();
+    }
+
+    /// Blocks until `pid` has been reaped; its wait status.
+    fn wait(&self, pid: i32) -> i32 {
+        let mut st = self.st.lock().unwrap();
+        loop {
+            if let Some(i) = st.done.iter().position(|(p, _)| *p == pid) {
+                return st.done.remove(i).1;
+            }
+            st = self.cond.wait(st).unwrap();
+        }
+    }
+
+    /// Nobody will wait for `pid`.
+    fn forget(&self, pid: i32) {
+        let mut st = self.st.lock().unwrap();
+        if let Some(i) = st.done.iter().position(|(p, _)| *p == pid) {
+            st.done.remove(i);
+        } else {
+            st.ignore.push(pid);
+        }
+    }
+
+    /// Reaps children until `until` says the awaited one is done (checked before each wait).
+    fn run(&self, mut until: impl FnMut(&mut ReapState) -> Option<Exit>) -> Exit {
+        loop {
+            let gen = {
+                let mut st = self.st.lock().unwrap();
+                if let Some(e) = until(&mut st) {
+                    return e;
+                }
+                st.gen
+            };
+            let mut status = 0;
+            let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if r > 0 {
+                let mut st = self.st.lock().unwrap();
+                if let Some(i) = st.ignore.iter().position(|p| *p == r) {
+                    st.ignore.remove(i);
+                } else {
+                    st.done.push((r, status));
+                    // Orphans of the container nobody waits for: keep the list bounded.
+                    if st.done.len() > 256 {
+                        st.done.remove(0);
+                    }
+                }
+                drop(st);
+                self.cond.notify_all();
+                continue;
+            }
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // No children right now: sleep until one is spawned (or the state changes).
+            let st = self.st.lock().unwrap();
+            if st.gen == gen {
+                let _ = self.cond.wait_timeout(st, Duration::from_secs(1)).unwrap();
+            }
+        }
+    }
+}
+
+/// A wait status as an exit code (128+N for signal N).
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
 }
 
 fn main() {
@@ -99,10 +245,14 @@ fn main() {
             _ => libc::_exit(0),
         }
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        // One malloc arena for all threads: a few hundred KiB less resident memory per shim.
+        // One malloc arena for all threads, and no per-thread caches of freed chunks: a few
+        // hundred KiB less resident memory per shim.
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     if let Err(e) = run(args) {
         eprintln!("berth-shim: {e}");
@@ -115,7 +265,7 @@ fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut id, mut dir, mut bundle, mut rootfs, mut runtime, mut runtime_root, mut cgroup) =
         (None, None, None, None, None, None, None);
-    let mut stdin = false;
+    let (mut stdin, mut tty, mut log_max_size, mut log_max_file) = (false, false, 0u64, 1u32);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -127,6 +277,9 @@ fn parse_args() -> Result<Args, String> {
             "--runtime-root" => runtime_root = Some(val()?),
             "--cgroup" => cgroup = Some(val()?),
             "--stdin" => stdin = true,
+            "--tty" => tty = true,
+            "--log-max-size" => log_max_size = val()?.parse().map_err(|_| "bad --log-max-size".to_string())?,
+            "--log-max-file" => log_max_file = val()?.parse().map_err(|_| "bad --log-max-file".to_string())?,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -140,6 +293,9 @@ fn parse_args() -> Result<Args, String> {
         runtime_root: need(runtime_root, "runtime-root")?.into(),
         cgroup: need(cgroup, "cgroup")?,
         stdin,
+        tty,
+        log_max_size,
+        log_max_file: log_max_file.max(1),
     })
 }
 
@@ -157,38 +313,50 @@ fn run(args: Args) -> io::Result<()> {
     let shim_log = OpenOptions::new().create(true).append(true).open("shim.log")?;
     let devnull = OpenOptions::new().read(true).write(true).open("/dev/null")?;
     unsafe {
-        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&shim_log), 2);
-        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0);
+        libc::dup2(shim_log.as_raw_fd(), 2);
+        libc::dup2(devnull.as_raw_fd(), 0);
     }
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (in_r, in_w) = if args.stdin {
-        let (r, w) = pipe()?;
-        (r, Some(w))
+    drop(shim_log);
+    let mut outputs = Vec::new();
+    let (child_stdio, in_w) = if args.tty {
+        // The runtime makes the pty and hands us its master at start.
+        (None, None)
     } else {
-        (devnull.try_clone()?, None)
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        outputs.push((out_r, proto::FRAME_STDOUT));
+        outputs.push((err_r, proto::FRAME_STDERR));
+        let (in_r, in_w) = if args.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (devnull.try_clone()?, None)
+        };
+        (Some((in_r, out_w, err_w)), in_w)
     };
-    let log =
-        LogFile { file: OpenOptions::new().create(true).append(true).open("log.json")?, partial: [vec![], vec![]] };
+    let log = LogFile::open(args.log_max_size, args.log_max_file)?;
     let _ = fs::remove_file("shim.sock");
     let listener = UnixListener::bind("shim.sock")?;
     let pid = std::process::id();
     write_atomic("shim.pid", format!("{pid}\n").as_bytes())?;
 
+    let tty = args.tty;
     let shared = Arc::new(Shared {
         args,
         state: Mutex::new(State::Created),
         cond: Condvar::new(),
         clients: Mutex::new(Clients { list: Vec::new(), exit: None }),
-        stdin_w: Mutex::new(in_w),
-        child_stdio: Mutex::new(Some((in_r, out_w, err_w))),
+        input: Input::new(in_w, tty),
+        child_stdio: Mutex::new(child_stdio),
         log: Mutex::new(log),
-        pumps: Mutex::new(2),
+        pumps: Mutex::new(outputs.len()),
         pumps_cond: Condvar::new(),
         pending: Mutex::new(0),
         pending_cond: Condvar::new(),
+        reaper: Reaper { st: Mutex::new(ReapState::default()), cond: Condvar::new() },
+        exec_seq: AtomicU32::new(0),
     });
-    for (r, kind) in [(out_r, proto::FRAME_STDOUT), (err_r, proto::FRAME_STDERR)] {
+    for (r, kind) in outputs {
         let s = shared.clone();
         spawn(move || pump(s, r, kind));
     }
@@ -209,7 +377,8 @@ fn run(args: Args) -> io::Result<()> {
         writeln!(so, "READY {pid}")?;
         so.flush()?;
     }
-    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 1) };
+    unsafe { libc::dup2(devnull.as_raw_fd(), 1) };
+    drop(devnull);
 
     let exit = supervise(&shared);
     finish(&shared, exit);
@@ -222,40 +391,20 @@ fn spawn(f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Waits for the start, then for the container's init to exit; returns how it ended.
+/// Reaps children until the container's init has exited (or the start failed); how it ended.
 fn supervise(s: &Shared) -> Exit {
-    let pid = {
-        let mut st = s.state.lock().unwrap();
-        loop {
-            match &*st {
-                State::Created | State::Starting => st = s.cond.wait(st).unwrap(),
-                State::Running(pid) => break *pid,
-                State::Failed(e) | State::Exited(e) => return e.clone(),
+    s.reaper.run(|reaped| {
+        let st = s.state.lock().unwrap();
+        match &*st {
+            State::Created | State::Starting => None,
+            State::Failed(e) | State::Exited(e) => Some(e.clone()),
+            State::Running(pid) => {
+                let i = reaped.done.iter().position(|(p, _)| p == pid)?;
+                let status = reaped.done.remove(i).1;
+                Some(Exit { code: exit_code(status), oom: oom_killed(&s.args.cgroup), error: String::new() })
             }
         }
-    };
-    let mut status = 0;
-    loop {
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            // Not our child (should not happen): poll until it is gone.
-            while unsafe { libc::kill(pid, 0) } == 0 {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            return Exit { code: 255, oom: false, error: "lost track of the container process".into() };
-        }
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        255
-    };
-    Exit { code, oom: oom_killed(&s.args.cgroup), error: String::new() }
+    })
 }
 
 /// The cgroup saw an OOM kill (v1 memory.oom_control or v2 memory.events).
@@ -304,7 +453,8 @@ fn finish(s: &Shared, exit: Exit) {
         clients.list.clear();
         clients.exit = Some(exit.clone());
     }
-    // Clean up: the runtime's state and cgroup, then the rootfs mount.
+    // Clean up: the runtime's state and cgroup, then the rootfs mount. Nothing reaps children
+    // any more, so `status()` may wait for its own child.
     if !remove_runtime_state(&s.args) {
         let _ = Command::new(&s.args.runtime)
             .arg("--root")
@@ -392,16 +542,23 @@ fn write_frame(w: &mut impl Write, kind: u8, data: &[u8]) -> io::Result<()> {
     w.write_all(&buf)
 }
 
-/// Copies one of the container's output pipes into the log and to attached clients.
-fn pump(s: Arc<Shared>, mut r: File, kind: u8) {
-    let mut buf = vec![0u8; 16 * 1024];
+/// Reads one chunk; `None` at EOF (a pty master reports EIO once every slave is closed).
+fn read_chunk(r: &mut File, buf: &mut [u8]) -> Option<usize> {
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match r.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Copies one of the container's outputs (a pipe or the pty master) into the log and to
+/// attached clients.
+fn pump(s: Arc<Shared>, mut r: File, kind: u8) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Some(n) = read_chunk(&mut r, &mut buf) {
         let data = &buf[..n];
         s.log.lock().unwrap().write(kind, data);
         let mut clients = s.clients.lock().unwrap();
@@ -415,7 +572,7 @@ fn pump(s: Arc<Shared>, mut r: File, kind: u8) {
 }
 
 fn handle(s: &Arc<Shared>, conn: UnixStream) -> io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut reader = BufReader::with_capacity(1024, conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut w = conn;
@@ -466,13 +623,87 @@ fn handle(s: &Arc<Shared>, conn: UnixStream) -> io::Result<()> {
             s.pending_cond.notify_all();
             r
         }
-        "ATTACH" => attach(s, w, reader, words.next().unwrap_or("-")),
+        "ATTACH" => {
+            let flags = words.next().unwrap_or("-").to_string();
+            let size = parse_size(words.next(), words.next());
+            attach(s, w, reader, &flags, size)
+        }
+        "EXEC" => {
+            let flags = words.next().unwrap_or("-").to_string();
+            let size = parse_size(words.next(), words.next());
+            let len: usize = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            exec(s, w, reader, &flags, size, len)
+        }
         other => w.write_all(format!("ERR 125 unknown command {other:?}\n").as_bytes()),
     }
 }
 
+fn parse_size(c: Option<&str>, r: Option<&str>) -> Option<(u16, u16)> {
+    let (c, r) = (c?.parse().ok()?, r?.parse().ok()?);
+    (c > 0 && r > 0).then_some((c, r))
+}
+
+/// A `--console-socket` for the runtime: a listener in our dir and the path to give the
+/// runtime (which may change its working directory; long paths go through /proc).
+fn console_socket(name: &str) -> io::Result<(UnixListener, String)> {
+    let _ = fs::remove_file(name);
+    let l = UnixListener::bind(name)?;
+    let cwd = std::env::current_dir()?.join(name);
+    let path = if cwd.as_os_str().len() < 100 {
+        cwd.display().to_string()
+    } else {
+        format!("/proc/{}/cwd/{name}", std::process::id())
+    };
+    Ok((l, path))
+}
+
+/// Takes the pty master the runtime sent over the console socket (already queued: the runtime
+/// has exited).
+fn recv_pty(l: &UnixListener) -> io::Result<File> {
+    l.set_nonblocking(true)?;
+    let (conn, _) = l.accept().map_err(|e| io::Error::other(format!("the runtime sent no pty: {e}")))?;
+    let mut data = [0u8; 512];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut cbuf = [0u64; 16];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
+                return Ok(File::from_raw_fd(fd));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Err(io::Error::other("the runtime sent no pty"))
+}
+
+/// Runs the runtime with `args` and the given stdio; its exit status. Spawned children are
+/// reaped by the main thread, so wait through the reaper.
+fn run_runtime(s: &Shared, args: &[&str], stdio: Option<(File, File, File)>) -> io::Result<i32> {
+    let mut cmd = Command::new(&s.args.runtime);
+    cmd.arg("--root").arg(&s.args.runtime_root).args(args);
+    match stdio {
+        Some((i, o, e)) => cmd.stdin(i).stdout(o).stderr(e),
+        None => cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+    };
+    let child = cmd.spawn()?;
+    drop(cmd);
+    s.reaper.kick();
+    Ok(exit_code(s.reaper.wait(child.id() as i32)))
+}
+
 /// Runs the OCI runtime once; the reply line for START.
-fn start(s: &Shared) -> String {
+fn start(s: &Arc<Shared>) -> String {
     {
         let mut st = s.state.lock().unwrap();
         if !matches!(*st, State::Created) {
@@ -480,29 +711,7 @@ fn start(s: &Shared) -> String {
         }
         *st = State::Starting;
     }
-    let (stdin, out, err) = s.child_stdio.lock().unwrap().take().expect("stdio is taken once");
-    let result = Command::new(&s.args.runtime)
-        .arg("--root")
-        .arg(&s.args.runtime_root)
-        .args(["--log", "runc.log", "--log-format", "json", "run", "--detach", "--pid-file", "init.pid", "--bundle"])
-        .arg(&s.args.bundle)
-        .arg(&s.args.id)
-        .stdin(stdin)
-        .stdout(out)
-        .stderr(err)
-        .status();
-    let outcome = match result {
-        Ok(st) if st.success() => {
-            match fs::read_to_string("init.pid").ok().and_then(|p| p.trim().parse::<i32>().ok()) {
-                Some(pid) => Ok(pid),
-                None => {
-                    Err(Exit { code: 125, oom: false, error: "the runtime did not report the container's pid".into() })
-                }
-            }
-        }
-        Ok(_) => Err(runtime_error()),
-        Err(e) => Err(Exit { code: 125, oom: false, error: format!("cannot run {}: {e}", s.args.runtime.display()) }),
-    };
+    let outcome = start_inner(s);
     let reply = match &outcome {
         Ok(pid) => format!("OK {pid}\n"),
         Err(e) => format!("ERR {} {}\n", e.code, e.error.replace('\n', " ")),
@@ -512,14 +721,50 @@ fn start(s: &Shared) -> String {
         Err(e) => State::Failed(e),
     };
     s.cond.notify_all();
+    s.reaper.kick();
     reply
 }
 
-/// The runtime's last error message, classified as docker does (127 not found, 126 not
-/// executable, 125 anything else).
-fn runtime_error() -> Exit {
+fn start_inner(s: &Arc<Shared>) -> Result<i32, Exit> {
+    let fail = |e: String| Exit { code: 125, oom: false, error: e };
+    let stdio = s.child_stdio.lock().unwrap().take();
+    let console =
+        if s.args.tty { Some(console_socket("console.sock").map_err(|e| fail(e.to_string()))?) } else { None };
+    let bundle = s.args.bundle.display().to_string();
+    let mut args = vec!["--log", "runc.log", "--log-format", "json", "run", "--detach", "--pid-file", "init.pid"];
+    if let Some((_, path)) = &console {
+        args.extend(["--console-socket", path.as_str()]);
+    }
+    args.extend(["--bundle", bundle.as_str(), s.args.id.as_str()]);
+    let code =
+        run_runtime(s, &args, stdio).map_err(|e| fail(format!("cannot run {}: {e}", s.args.runtime.display())))?;
+    if code != 0 {
+        let _ = fs::remove_file("console.sock");
+        return Err(runtime_error("runc.log"));
+    }
+    let pid = fs::read_to_string("init.pid")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .ok_or_else(|| fail("the runtime did not report the container's pid".into()))?;
+    if let Some((l, _)) = console {
+        let _ = fs::remove_file("console.sock");
+        let master = recv_pty(&l).map_err(|e| fail(e.to_string()))?;
+        s.input.set_pty(&master).map_err(|e| fail(e.to_string()))?;
+        if s.args.stdin {
+            *s.input.stdin_w.lock().unwrap() = Some(master.try_clone().map_err(|e| fail(e.to_string()))?);
+        }
+        *s.pumps.lock().unwrap() += 1;
+        let sh = s.clone();
+        spawn(move || pump(sh, master, proto::FRAME_STDOUT));
+    }
+    Ok(pid)
+}
+
+/// The runtime's last error message (from its json log), classified as docker does (127 not
+/// found, 126 not executable, 125 anything else).
+fn runtime_error(log: &str) -> Exit {
     let mut msg = String::from("the OCI runtime failed to start the container");
-    if let Ok(text) = fs::read_to_string("runc.log") {
+    if let Ok(text) = fs::read_to_string(log) {
         for line in text.lines().rev() {
             if line.contains("\"level\":\"error\"") || line.contains("\"level\":\"fatal\"") {
                 if let Some(m) = json_field(line, "msg") {
@@ -564,19 +809,10 @@ fn json_field(line: &str, key: &str) -> Option<String> {
     None
 }
 
-fn attach(s: &Arc<Shared>, mut w: UnixStream, mut r: BufReader<UnixStream>, flags: &str) -> io::Result<()> {
-    let (want_in, out, err) = (flags.contains('i'), flags.contains('o'), flags.contains('e'));
-    {
-        let mut clients = s.clients.lock().unwrap();
-        w.write_all(b"OK 0\n")?;
-        if let Some(e) = &clients.exit {
-            write_frame(&mut w, proto::FRAME_EXIT, e.to_line().as_bytes())?;
-            return Ok(());
-        }
-        clients.list.push(Client { sock: w.try_clone()?, out, err });
-    }
-    // Read client frames (stdin, close, resize) until the client goes away.
+/// Reads client frames (stdin, close stdin, resize) until the client goes away.
+fn client_frames(r: &mut impl Read, input: &Input, want_in: bool) {
     let mut hdr = [0u8; 5];
+    let mut data = Vec::new();
     loop {
         if r.read_exact(&mut hdr).is_err() {
             break;
@@ -585,49 +821,231 @@ fn attach(s: &Arc<Shared>, mut w: UnixStream, mut r: BufReader<UnixStream>, flag
         if len > proto::MAX_FRAME {
             break;
         }
-        let mut data = vec![0u8; len];
+        data.resize(len, 0);
         if r.read_exact(&mut data).is_err() {
             break;
         }
         match hdr[0] {
             proto::FRAME_STDIN if want_in => {
-                let mut g = s.stdin_w.lock().unwrap();
+                let mut g = input.stdin_w.lock().unwrap();
                 if let Some(f) = g.as_mut() {
                     if f.write_all(&data).is_err() {
                         *g = None;
                     }
                 }
             }
-            proto::FRAME_CLOSE_STDIN if want_in => {
-                s.stdin_w.lock().unwrap().take();
+            // A terminal has no EOF of its own: the user types Ctrl-D, which is a byte.
+            proto::FRAME_CLOSE_STDIN if want_in && !input.tty => {
+                input.stdin_w.lock().unwrap().take();
+            }
+            proto::FRAME_RESIZE if data.len() == 4 => {
+                input.resize(u16::from_be_bytes([data[0], data[1]]), u16::from_be_bytes([data[2], data[3]]));
             }
             _ => {}
         }
     }
+}
+
+fn attach(
+    s: &Arc<Shared>,
+    mut w: UnixStream,
+    mut r: BufReader<UnixStream>,
+    flags: &str,
+    size: Option<(u16, u16)>,
+) -> io::Result<()> {
+    let (want_in, out, err) = (flags.contains('i'), flags.contains('o'), flags.contains('e'));
+    if let Some((c, rows)) = size {
+        s.input.resize(c, rows);
+    }
+    {
+        let mut clients = s.clients.lock().unwrap();
+        w.write_all(if s.args.tty { b"OK 1\n" } else { b"OK 0\n" })?;
+        if let Some(e) = &clients.exit {
+            write_frame(&mut w, proto::FRAME_EXIT, e.to_line().as_bytes())?;
+            return Ok(());
+        }
+        // A client that stops reading must not stall the container's output for long.
+        w.set_write_timeout(Some(Duration::from_secs(30)))?;
+        clients.list.push(Client { sock: w.try_clone()?, out, err });
+    }
+    client_frames(&mut r, &s.input, want_in);
     Ok(())
 }
 
-/// The json-file log: one `{"log","stream","time"}` object per line of output.
+/// A started exec process: pid, its outputs (with their frame kinds), its input.
+type Started = (i32, Vec<(File, u8)>, Input);
+
+/// One exec session: `runc exec -d` of the process in `<len>` bytes of JSON (an OCI
+/// `process`), with new pipes or a pty; its output and exit go to this connection only.
+fn exec(
+    s: &Arc<Shared>,
+    mut w: UnixStream,
+    mut r: BufReader<UnixStream>,
+    flags: &str,
+    size: Option<(u16, u16)>,
+    len: usize,
+) -> io::Result<()> {
+    let (want_in, tty, detach) = (flags.contains('i'), flags.contains('t'), flags.contains('d'));
+    if len == 0 || len > 1 << 20 {
+        return w.write_all(b"ERR 125 bad exec request\n");
+    }
+    let mut json = vec![0u8; len];
+    r.read_exact(&mut json)?;
+    if !matches!(*s.state.lock().unwrap(), State::Running(_)) {
+        return w.write_all(b"ERR 125 container is not running\n");
+    }
+    let n = s.exec_seq.fetch_add(1, Ordering::Relaxed);
+    let (pfile, pidfile, logfile, sockname) =
+        (format!("exec-{n}.json"), format!("exec-{n}.pid"), format!("exec-{n}.log"), format!("exec-{n}.sock"));
+    let cleanup = || {
+        for f in [&pfile, &pidfile, &logfile, &sockname] {
+            let _ = fs::remove_file(f);
+        }
+    };
+    let result = (|| -> Result<Started, Exit> {
+        let fail = |e: io::Error| Exit { code: 125, oom: false, error: e.to_string() };
+        fs::write(&pfile, &json).map_err(fail)?;
+        let devnull = || File::options().read(true).write(true).open("/dev/null");
+        let mut outputs = Vec::new();
+        let (stdio, stdin_w, console) = if tty {
+            (None, None, Some(console_socket(&sockname).map_err(fail)?))
+        } else if detach {
+            (Some((devnull().map_err(fail)?, devnull().map_err(fail)?, devnull().map_err(fail)?)), None, None)
+        } else {
+            let (out_r, out_w) = pipe().map_err(fail)?;
+            let (err_r, err_w) = pipe().map_err(fail)?;
+            outputs.push((out_r, proto::FRAME_STDOUT));
+            outputs.push((err_r, proto::FRAME_STDERR));
+            let (in_r, in_w) = if want_in {
+                let (a, b) = pipe().map_err(fail)?;
+                (a, Some(b))
+            } else {
+                (devnull().map_err(fail)?, None)
+            };
+            (Some((in_r, out_w, err_w)), in_w, None)
+        };
+        let mut args = vec!["--log", logfile.as_str(), "--log-format", "json", "exec", "--detach"];
+        args.extend(["--pid-file", pidfile.as_str(), "--process", pfile.as_str()]);
+        if let Some((_, path)) = &console {
+            args.extend(["--console-socket", path.as_str()]);
+        }
+        args.push(s.args.id.as_str());
+        let code = run_runtime(s, &args, stdio).map_err(fail)?;
+        if code != 0 {
+            return Err(runtime_error(&logfile));
+        }
+        let pid = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .ok_or_else(|| fail(io::Error::other("the runtime did not report the process's pid")))?;
+        let input = Input::new(if want_in && !detach { stdin_w } else { None }, tty);
+        if let Some((c, rows)) = size {
+            input.resize(c, rows);
+        }
+        if let Some((l, _)) = console {
+            let master = recv_pty(&l).map_err(fail)?;
+            input.set_pty(&master).map_err(fail)?;
+            if want_in && !detach {
+                *input.stdin_w.lock().unwrap() = Some(master.try_clone().map_err(fail)?);
+            }
+            outputs.push((master, proto::FRAME_STDOUT));
+        }
+        Ok((pid, outputs, input))
+    })();
+    cleanup();
+    let (pid, outputs, input) = match result {
+        Ok(v) => v,
+        Err(e) => return w.write_all(format!("ERR {} {}\n", e.code, e.error.replace('\n', " ")).as_bytes()),
+    };
+    w.write_all(format!("OK {pid}\n").as_bytes())?;
+    if detach {
+        s.reaper.forget(pid);
+        return Ok(());
+    }
+    // Output pumps write frames to this connection; the waiter sends the exit frame once the
+    // process is reaped and its output drained; this thread reads the client's frames.
+    let conn = Arc::new(Mutex::new(Some(w.try_clone()?)));
+    let done = Arc::new((Mutex::new(outputs.len()), Condvar::new()));
+    for (mut f, kind) in outputs {
+        let (conn, done) = (conn.clone(), done.clone());
+        spawn(move || {
+            let mut buf = vec![0u8; CHUNK];
+            while let Some(n) = read_chunk(&mut f, &mut buf) {
+                let mut c = conn.lock().unwrap();
+                if let Some(sock) = c.as_mut() {
+                    if write_frame(sock, kind, &buf[..n]).is_err() {
+                        // Detached: keep draining so the process never blocks on its output.
+                        *c = None;
+                    }
+                }
+            }
+            *done.0.lock().unwrap() -= 1;
+            done.1.notify_all();
+        });
+    }
+    {
+        let s = s.clone();
+        spawn(move || {
+            let status = s.reaper.wait(pid);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut n = done.0.lock().unwrap();
+            while *n > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                n = done.1.wait_timeout(n, left).unwrap().0;
+            }
+            drop(n);
+            let exit = Exit { code: exit_code(status), oom: false, error: String::new() };
+            if let Some(mut sock) = conn.lock().unwrap().take() {
+                let _ = write_frame(&mut sock, proto::FRAME_EXIT, exit.to_line().as_bytes());
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+        });
+    }
+    client_frames(&mut r, &input, want_in);
+    Ok(())
+}
+
+/// The json-file log: one `{"log","stream","time"}` object per line of output, rotated to
+/// `log.json.1` … `log.json.<max_file-1>` when it would exceed `max_size` (0 = never).
 struct LogFile {
     file: File,
+    size: u64,
+    max_size: u64,
+    max_file: u32,
     partial: [Vec<u8>; 2],
 }
 
 impl LogFile {
+    fn open(max_size: u64, max_file: u32) -> io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open("log.json")?;
+        let size = file.metadata()?.len();
+        Ok(LogFile { file, size, max_size, max_file, partial: [vec![], vec![]] })
+    }
+
     fn write(&mut self, kind: u8, data: &[u8]) {
         let idx = usize::from(kind != proto::FRAME_STDOUT);
         let mut rest = data;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             let (line, tail) = rest.split_at(nl + 1);
-            let mut full = std::mem::take(&mut self.partial[idx]);
-            full.extend_from_slice(line);
-            self.entry(idx, &full);
+            if self.partial[idx].is_empty() {
+                self.entry(idx, line);
+            } else {
+                let mut full = std::mem::take(&mut self.partial[idx]);
+                full.extend_from_slice(line);
+                self.entry(idx, &full);
+            }
             rest = tail;
         }
         self.partial[idx].extend_from_slice(rest);
         if self.partial[idx].len() >= 16 * 1024 {
             let full = std::mem::take(&mut self.partial[idx]);
             self.entry(idx, &full);
+        }
+        if self.partial[idx].is_empty() && self.partial[idx].capacity() > 4096 {
+            self.partial[idx] = Vec::new();
         }
     }
 
@@ -641,7 +1059,7 @@ impl LogFile {
     }
 
     fn entry(&mut self, idx: usize, line: &[u8]) {
-        let mut out = String::with_capacity(line.len() + 64);
+        let mut out = String::with_capacity(line.len() + 80);
         out.push_str("{\"log\":\"");
         for c in String::from_utf8_lossy(line).chars() {
             match c {
@@ -659,7 +1077,31 @@ impl LogFile {
         out.push_str("\",\"time\":\"");
         out.push_str(&rfc3339_now());
         out.push_str("\"}\n");
-        let _ = self.file.write_all(out.as_bytes());
+        if self.max_size > 0 && self.size > 0 && self.size + out.len() as u64 > self.max_size {
+            if let Err(e) = self.rotate() {
+                eprintln!("berth-shim: rotating the log: {e}");
+            }
+        }
+        if self.file.write_all(out.as_bytes()).is_ok() {
+            self.size += out.len() as u64;
+        }
+    }
+
+    /// log.json.<k> → log.json.<k+1> (the oldest falls off), log.json → log.json.1, new
+    /// log.json. With max_file 1 the file is truncated instead.
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.max_file <= 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for k in (1..self.max_file - 1).rev() {
+            let _ = fs::rename(format!("log.json.{k}"), format!("log.json.{}", k + 1));
+        }
+        fs::rename("log.json", "log.json.1")?;
+        self.file = OpenOptions::new().create(true).append(true).open("log.json")?;
+        self.size = 0;
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! when the store lacks it, show unpack progress, and for a foreground run join the container's
 //! stdio over the Attach stream before starting it, exiting with the container's code.
 
-use super::{client, daemon_err};
+use super::{attach, client, daemon_err, tty};
 use crate::context::Context;
 use crate::output::{human_size, parse_size, short_id};
 use anyhow::{anyhow, Context as _, Result};
@@ -12,9 +12,6 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// Flags shared by `run` and `create` (docker's names).
@@ -59,12 +56,43 @@ pub struct CreateOpts {
     /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a pseudo-TTY (not supported yet).
+    /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     pub tty: bool,
+    /// Logging driver (only "json-file").
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3).
+    #[arg(long)]
+    pub log_opt: Vec<String>,
     /// Automatically remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Bind mount a volume: /host:/ctr[:ro], name:/ctr[:ro] or /ctr (anonymous volume).
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=…,target=…[,readonly].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs directory: /path[:options].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Restart policy: no, on-failure[:max-retries], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Connect the container to a network: bridge (default), host, none, or a network's name.
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// Publish a container's port(s) to the host: [ip:][hostPort:]containerPort[/proto], ports
+    /// may be ranges (8080-8081:80-81); no host port means a random one.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs to a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// The image to run.
     pub image: String,
     /// The command and its arguments (replaces the image's CMD).
@@ -81,14 +109,26 @@ pub struct RunOpts {
     /// Proxy received signals to the container.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub sig_proxy: bool,
+    /// Attach to STDIN, STDOUT or STDERR (repeatable; default: STDOUT and STDERR, and STDIN
+    /// with -i).
+    #[arg(short, long = "attach")]
+    pub attach: Vec<String>,
+    /// Override the key sequence for detaching a container.
+    #[arg(long)]
+    pub detach_keys: Option<String>,
     #[command(flatten)]
     pub create: CreateOpts,
 }
 
 impl CreateOpts {
     fn request(&self) -> Result<pb::CreateRequest> {
-        if self.tty {
-            return Err(anyhow!("-t (a pseudo-TTY) is not supported yet; run without -t"));
+        if let Some(d) = self.log_driver.as_deref().filter(|d| *d != "json-file") {
+            return Err(anyhow!("logging driver {d:?} is not supported: only json-file"));
+        }
+        let mut log_opts = HashMap::new();
+        for kv in &self.log_opt {
+            let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("invalid log opt {kv:?}: use key=value"))?;
+            log_opts.insert(k.to_string(), v.to_string());
         }
         let mut env = Vec::new();
         for f in &self.env_file {
@@ -118,7 +158,7 @@ impl CreateOpts {
             Some(c) => (c * 1e9) as i64,
             None => 0,
         };
-        Ok(pb::CreateRequest {
+        let mut req = pb::CreateRequest {
             image: self.image.clone(),
             name: self.name.clone().unwrap_or_default(),
             config: Some(pb::ContainerConfig {
@@ -135,14 +175,33 @@ impl CreateOpts {
                 tty: self.tty,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 labels,
+                ..Default::default()
             }),
             host_config: Some(pb::HostConfig {
                 memory_bytes,
                 nano_cpus,
                 pids_limit: self.pids_limit.unwrap_or(0),
                 auto_remove: self.rm,
+                network_mode: self.network.clone().unwrap_or_default(),
+                port_bindings: self
+                    .publish
+                    .iter()
+                    .map(|p| super::port::parse_publish(p))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
+                publish_all_ports: self.publish_all,
+                binds: self.volume.clone(),
+                mounts: self.mount.iter().map(|m| super::storage_flags::parse_mount(m)).collect::<Result<_>>()?,
+                readonly_rootfs: self.read_only,
+                tmpfs: super::storage_flags::parse_tmpfs(&self.tmpfs),
+                restart_policy: self.restart.as_deref().map(super::storage_flags::parse_restart).transpose()?,
+                ..Default::default()
             }),
-        })
+        };
+        if let Some(h) = req.host_config.as_mut() {
+            h.log_opts = log_opts;
+        }
+        Ok(req)
     }
 }
 
@@ -164,6 +223,7 @@ pub async fn create(ctx: &Context, o: CreateOpts) -> Result<ExitCode> {
 
 /// `berth run`.
 pub async fn run(ctx: &Context, o: RunOpts) -> Result<ExitCode> {
+    let plan = run_plan(&o)?;
     let mut rt = client(ctx).await?;
     let c = create_container(ctx, &mut rt, o.create.request()?).await?;
     if o.detach {
@@ -173,15 +233,25 @@ pub async fn run(ctx: &Context, o: RunOpts) -> Result<ExitCode> {
         println!("{}", c.id);
         return Ok(ExitCode::SUCCESS);
     }
-    attach_and_start(&mut rt, &c.id, o.create.interactive, true, o.create.rm, o.sig_proxy).await
+    attach::attach_and_start(&mut rt, &c.id, plan).await
 }
 
 /// `berth start -a [-i] CONTAINER`.
-pub async fn start_attached(ctx: &Context, container: &str, interactive: bool) -> Result<ExitCode> {
+pub async fn start_attached(
+    ctx: &Context,
+    container: &str,
+    interactive: bool,
+    detach_keys: Option<&str>,
+) -> Result<ExitCode> {
+    let detach_keys = tty::parse_detach_keys(detach_keys.unwrap_or(tty::DEFAULT_DETACH_KEYS))?;
     let mut rt = client(ctx).await?;
     let c = rt.inspect(pb::InspectRequest { container: container.to_string() }).await.map_err(daemon_err)?;
     let c = c.into_inner().container.unwrap_or_default();
-    attach_and_start(&mut rt, &c.id, interactive, true, false, true).await
+    let cfg = c.config.clone().unwrap_or_default();
+    let stdin = interactive && cfg.open_stdin;
+    attach::check_input_tty(stdin, cfg.tty)?;
+    let plan = attach::Plan { stdin, stdout: true, stderr: true, start: true, rm: false, sig_proxy: true, detach_keys };
+    attach::attach_and_start(&mut rt, &c.id, plan).await
 }
 
 /// Creates the container, pulling the image first when the store lacks it.
@@ -257,126 +327,48 @@ async fn try_create(rt: &mut RuntimeClient<Channel>, req: pb::CreateRequest) -> 
 }
 
 /// Reports a failed start the way docker does and returns its exit code (125/126/127).
-async fn start_failed(rt: &mut RuntimeClient<Channel>, id: &str, e: tonic::Status, rm: bool) -> Result<ExitCode> {
+pub(super) async fn start_failed(
+    rt: &mut RuntimeClient<Channel>,
+    id: &str,
+    e: tonic::Status,
+    rm: bool,
+) -> Result<ExitCode> {
     let code = match rt.inspect(pb::InspectRequest { container: id.to_string() }).await {
         Ok(r) => r.into_inner().container.map(|c| c.exit_code).filter(|c| *c != 0).unwrap_or(125),
         Err(_) => 125,
     };
     eprintln!("berth: Error response from daemon: {}", e.message());
     if rm {
-        let _ = rt.remove(pb::RemoveRequest { container: id.to_string(), force: true }).await;
+        let _ = rt.remove(pb::RemoveRequest { container: id.to_string(), force: true, volumes: true }).await;
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// Joins the container's stdio (stdout/stderr kept apart, stdin piped with `-i`), starts it,
-/// relays until it exits and returns its exit code.
-async fn attach_and_start(
-    rt: &mut RuntimeClient<Channel>,
-    id: &str,
-    stdin: bool,
-    start: bool,
-    rm: bool,
-    sig_proxy: bool,
-) -> Result<ExitCode> {
-    let (tx, rx) = mpsc::channel::<pb::AttachRequest>(16);
-    let open = pb::AttachOpen { container: id.to_string(), stdin, stdout: true, stderr: true, size: None };
-    tx.send(pb::AttachRequest { msg: Some(pb::attach_request::Msg::Open(open)) }).await.ok();
-    let mut inbound = rt.attach(ReceiverStream::new(rx)).await.map_err(daemon_err)?.into_inner();
-    match inbound.message().await.map_err(daemon_err)? {
-        Some(pb::AttachResponse { msg: Some(pb::attach_response::Msg::Attached(_)) }) => {}
-        _ => return Err(anyhow!("runtime-svc did not acknowledge the attach")),
+/// Which streams a foreground `run` joins (docker's -a/-i/-t rules).
+fn run_plan(o: &RunOpts) -> Result<attach::Plan> {
+    let detach_keys = tty::parse_detach_keys(o.detach_keys.as_deref().unwrap_or(tty::DEFAULT_DETACH_KEYS))?;
+    if o.detach && !o.attach.is_empty() {
+        return Err(anyhow!("Conflicting options: -a and -d"));
     }
-    if start {
-        if let Err(e) = rt.start(pb::StartRequest { container: id.to_string() }).await {
-            return start_failed(rt, id, e, rm).await;
-        }
-    }
-    if stdin {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut input = tokio::io::stdin();
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match input.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ =
-                            tx.send(pb::AttachRequest { msg: Some(pb::attach_request::Msg::CloseStdin(true)) }).await;
-                        break;
-                    }
-                    Ok(n) => {
-                        let m = pb::AttachRequest { msg: Some(pb::attach_request::Msg::Stdin(buf[..n].to_vec())) };
-                        if tx.send(m).await.is_err() {
-                            break;
-                        }
-                    }
+    let (mut stdin, mut stdout, mut stderr) = (o.create.interactive, true, true);
+    if !o.attach.is_empty() {
+        (stdin, stdout, stderr) = (false, false, false);
+        for a in &o.attach {
+            match a.to_ascii_lowercase().as_str() {
+                // Without -i the container's stdin stays closed (as docker).
+                "stdin" => stdin = o.create.interactive,
+                "stdout" => stdout = true,
+                "stderr" => stderr = true,
+                _ => {
+                    return Err(anyhow!(
+                        "invalid argument \"{a}\" for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+                    ))
                 }
-            }
-        });
-    }
-    if sig_proxy {
-        let mut rt2 = rt.clone();
-        let id2 = id.to_string();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                return;
-            };
-            loop {
-                let sig = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                let _ = rt2.kill(pb::KillRequest { container: id2.clone(), signal: sig.into() }).await;
-            }
-        });
-    }
-    let mut out = tokio::io::stdout();
-    let mut err = tokio::io::stderr();
-    let mut exit: Option<pb::ExitStatus> = None;
-    loop {
-        match inbound.message().await {
-            Ok(Some(m)) => match m.msg {
-                Some(pb::attach_response::Msg::Stdout(d)) => {
-                    let _ = out.write_all(&d).await;
-                    let _ = out.flush().await;
-                }
-                Some(pb::attach_response::Msg::Stderr(d)) => {
-                    let _ = err.write_all(&d).await;
-                    let _ = err.flush().await;
-                }
-                Some(pb::attach_response::Msg::Exit(e)) => {
-                    exit = Some(e);
-                    break;
-                }
-                _ => {}
-            },
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!("berth: lost the attach stream: {}", e.message());
-                break;
             }
         }
     }
-    drop(tx);
-    let code = match exit {
-        Some(e) => e.exit_code,
-        None => match rt
-            .wait(pb::WaitRequest { container: id.to_string(), condition: pb::WaitCondition::NotRunning as i32 })
-            .await
-        {
-            Ok(w) => w.into_inner().exit_code,
-            Err(e) => return Err(daemon_err(e)),
-        },
-    };
-    // Return once runtime-svc has recorded the exit (and removed the container with --rm), so
-    // that a `ps` right after shows what happened, as docker's CLI does.
-    let cond = if rm { pb::WaitCondition::Removed } else { pb::WaitCondition::NotRunning };
-    let _ = rt.wait(pb::WaitRequest { container: id.to_string(), condition: cond as i32 }).await;
-    let _ = out.flush().await;
-    if stdin {
-        // A blocking read of our stdin may still be pending; do not wait for it.
-        std::process::exit(code & 0xff);
+    if !o.detach {
+        attach::check_input_tty(stdin, o.create.tty)?;
     }
-    Ok(ExitCode::from((code & 0xff) as u8))
+    Ok(attach::Plan { stdin, stdout, stderr, start: true, rm: o.create.rm, sig_proxy: o.sig_proxy, detach_keys })
 }
