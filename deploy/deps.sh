@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  build-essential pkg-config ca-certificates curl git openssl protobuf-compiler
+  build-essential pkg-config ca-certificates curl git openssl protobuf-compiler libseccomp-dev
   # peers and fixtures the integration tests and benchmarks use
   docker-registry skopeo runc crun podman buildah umoci busybox-static hyperfine
   # networking of containers and simulated hosts

@@ -1,8 +1,9 @@
-//! `berth run` as the Docker tutorials use it, against the real services (root only).
+//! `berth run` as the Docker tutorials use it, against the real services (root only). The
+//! lifecycle scenarios run once per OCI runtime (`builtin::…` and `runc::…`).
 
 mod run_env;
 
-use run_env::{can_run, mounts_mentioning, processes_mentioning, Env};
+use run_env::{can_run, mounts_mentioning, processes_mentioning, Env, Runtime};
 use std::time::{Duration, Instant};
 
 fn out(o: &std::process::Output) -> String {
@@ -12,12 +13,13 @@ fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn run_echo_ps_stop_rm() {
+crate::per_runtime!(run_echo_ps_stop_rm, run_isolation_env_cmd_names_limits, run_pulls_a_missing_image_first);
+
+async fn run_echo_ps_stop_rm(rt: Runtime) {
     if !can_run() {
         return;
     }
-    let env = Env::with_busybox().await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
 
     // Foreground: output streamed, stdout and stderr kept apart, exit code passed through.
@@ -74,12 +76,11 @@ async fn run_echo_ps_stop_rm() {
     assert!(!env.runtime.root().join("containers").join(&id).exists());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn run_isolation_env_cmd_names_limits() {
+async fn run_isolation_env_cmd_names_limits(rt: Runtime) {
     if !can_run() {
         return;
     }
-    let env = Env::with_busybox().await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
 
     // Two containers from one image write different files; neither sees the other's, and a
@@ -199,12 +200,11 @@ async fn run_isolation_env_cmd_names_limits() {
     assert!(env.ps_all().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn run_pulls_a_missing_image_first() {
+async fn run_pulls_a_missing_image_first(rt: Runtime) {
     if !can_run() {
         return;
     }
-    let env = Env::start().await;
+    let env = Env::start_on(rt).await;
     let bb = env.busybox.clone();
     let o = env.berth(&["run", "--rm", &bb, "echo", "pulled"]).await;
     assert_eq!(o.status.code(), Some(0), "stderr: {}", err(&o));

@@ -10,17 +10,61 @@ use berth_tests::stack::{bin_path, Service};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// True when these tests can run here (root, runc present); prints why not otherwise.
+/// True when these tests can run here (root); prints why not otherwise. Whether the OCI
+/// runtime is there is [`Runtime::available`]'s business.
 pub fn can_run() -> bool {
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: the run tests need root (namespaces, mounts, cgroups)");
         return false;
     }
-    if !std::path::Path::new("/usr/sbin/runc").exists() {
-        eprintln!("SKIPPED: /usr/sbin/runc is not installed");
-        return false;
-    }
     true
+}
+
+/// The OCI runtime runtime-svc is configured with: the lifecycle tests run once per runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `berth-runc` (libcontainer), runtime-svc's default.
+    Builtin,
+    /// `/usr/sbin/runc`.
+    Runc,
+}
+
+impl Runtime {
+    /// True when this runtime's binary is here; prints why not otherwise.
+    pub fn available(self) -> bool {
+        let bin = match self {
+            Runtime::Builtin => bin_path("berth-runc"),
+            Runtime::Runc => std::path::PathBuf::from("/usr/sbin/runc"),
+        };
+        if !bin.exists() {
+            eprintln!("SKIPPED: {} is not there (cargo build --workspace --bins)", bin.display());
+        }
+        bin.exists()
+    }
+}
+
+/// Defines, for each named `async fn NAME(rt: Runtime)` scenario, one test per runtime:
+/// `builtin::NAME` and `runc::NAME`.
+#[macro_export]
+macro_rules! per_runtime {
+    ($($name:ident),* $(,)?) => {
+        mod builtin {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                if super::run_env::Runtime::Builtin.available() {
+                    super::$name(super::run_env::Runtime::Builtin).await
+                }
+            })*
+        }
+        mod runc {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                if super::run_env::Runtime::Runc.available() {
+                    super::$name(super::run_env::Runtime::Runc).await
+                }
+            })*
+        }
+    };
 }
 
 /// One test's services.
@@ -37,6 +81,18 @@ pub struct Env {
 impl Env {
     /// Starts everything; busybox pushed to the registry but not pulled.
     pub async fn start() -> Env {
+        Env::start_on(Runtime::Builtin).await
+    }
+
+    /// Starts everything with runtime-svc using `rt`; busybox pushed but not pulled.
+    pub async fn start_on(rt: Runtime) -> Env {
+        let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("runtime-svc.toml");
+        let kind = match rt {
+            Runtime::Builtin => "builtin",
+            Runtime::Runc => "runc",
+        };
+        std::fs::write(&config, format!("runtime = \"{kind}\"\n")).unwrap();
         let registry = Registry::start().expect("starting docker-registry");
         let busybox = registry.push_fixture(Fixture::Busybox, "busybox").expect("pushing busybox");
         let store = Service::start("store-svc").await;
@@ -45,16 +101,22 @@ impl Env {
         let runtime = Service::builder("runtime-svc")
             .arg("--store")
             .arg(store.endpoint().to_string())
+            .arg("--config")
+            .arg(config.to_string_lossy())
             .sigkill_on_drop(false)
             .start()
             .await;
-        let home = tempfile::tempdir().unwrap();
         Env { registry, store, registry_svc, runtime, busybox, home }
     }
 
     /// Starts everything and pulls busybox into the store.
     pub async fn with_busybox() -> Env {
-        let env = Env::start().await;
+        Env::with_busybox_on(Runtime::Builtin).await
+    }
+
+    /// Starts everything with runtime-svc using `rt` and pulls busybox into the store.
+    pub async fn with_busybox_on(rt: Runtime) -> Env {
+        let env = Env::start_on(rt).await;
         env.pull(&env.busybox.clone()).await;
         env
     }

@@ -1,16 +1,17 @@
-//! Containers survive runtime-svc being killed -9 (root only).
+//! Containers survive runtime-svc being killed -9 (root only), with each OCI runtime.
 
 mod run_env;
 
-use run_env::{can_run, processes_mentioning, Env};
+use run_env::{can_run, processes_mentioning, Env, Runtime};
+
+crate::per_runtime!(containers_survive_runtime_svc_kill9);
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn containers_survive_runtime_svc_kill9() {
+async fn containers_survive_runtime_svc_kill9(rt: Runtime) {
     if !can_run() {
         return;
     }
-    let mut env = Env::with_busybox().await;
+    let mut env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     let mut ids = vec![];
     for i in 0..10 {
