@@ -7,6 +7,7 @@ use std::process::ExitCode;
 mod cmd;
 mod config;
 mod context;
+mod gotemplate;
 mod output;
 mod stack;
 
@@ -37,6 +38,9 @@ pub enum Command {
         #[arg(long, short = 'f', default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCommand),
     #[command(flatten)]
     Image(cmd::image::ImageCommand),
     #[command(flatten)]
@@ -62,6 +66,7 @@ async fn main() -> ExitCode {
         Command::Version => cmd::system::version(&ctx).await,
         Command::Context(_) => unreachable!("handled above"),
         Command::Image(c) => cmd::image::run(c, &ctx).await,
+        Command::Volume(c) => cmd::volume::run(c, &ctx).await,
         Command::Container(c) => cmd::container::run(c, &ctx).await,
     })
 }

@@ -20,6 +20,9 @@ pub enum RuntimeError {
         /// The container that has it.
         id: String,
     },
+    /// No volume by that name.
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
     /// A request field is wrong.
     #[error("{0}")]
     Invalid(String),

@@ -49,6 +49,9 @@ pub enum ImageSub {
     Ls(ImagesOpts),
     /// Display detailed information on one or more images.
     Inspect {
+        /// Format output using a Go template (e.g. '{{.Id}}', '{{json .Config}}').
+        #[arg(short, long)]
+        format: Option<String>,
         /// Images (names or IDs).
         #[arg(required = true)]
         images: Vec<String>,
@@ -117,7 +120,7 @@ pub async fn run(cmd: ImageCommand, ctx: &Context) -> Result<ExitCode> {
             tag(ctx, &source, &target).await
         }
         ImageCommand::Rmi(o) | ImageCommand::Image(ImageSub::Rm(o)) => rmi(ctx, o).await,
-        ImageCommand::Image(ImageSub::Inspect { images }) => inspect(ctx, &images).await,
+        ImageCommand::Image(ImageSub::Inspect { images, format }) => inspect(ctx, &images, format.as_deref()).await,
     }
 }
 
@@ -405,7 +408,8 @@ fn inspect_json(i: &Image, records: &[(img::Record, Option<Image>)]) -> serde_js
     v
 }
 
-async fn inspect(ctx: &Context, names: &[String]) -> Result<ExitCode> {
+/// Docker's inspect objects of the images found, and the names not found.
+pub(crate) async fn inspect_values(ctx: &Context, names: &[String]) -> Result<(Vec<serde_json::Value>, Vec<String>)> {
     let store = ctx.store().await?;
     let records = load_all(&store).await?;
     let mut out = Vec::new();
@@ -413,11 +417,19 @@ async fn inspect(ctx: &Context, names: &[String]) -> Result<ExitCode> {
     for n in names {
         match img::load(store.clone(), n, None).await {
             Ok(i) => out.push(inspect_json(&i, &records)),
-            Err(ImageError::NotFound(_)) => missing.push(n.clone()),
+            Err(ImageError::NotFound(_)) | Err(ImageError::Reference(_)) => missing.push(n.clone()),
             Err(e) => return Err(anyhow!("{n}: {e}")),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok((out, missing))
+}
+
+async fn inspect(ctx: &Context, names: &[String], format: Option<&str>) -> Result<ExitCode> {
+    if let Some(f) = format {
+        crate::gotemplate::Template::parse(f).map_err(|e| anyhow!("{e}"))?;
+    }
+    let (out, missing) = inspect_values(ctx, names).await?;
+    crate::cmd::inspect::print_values(&out, format)?;
     if !missing.is_empty() {
         for m in &missing {
             eprintln!("Error: No such image: {m}");

@@ -4,7 +4,9 @@
 pub mod container;
 pub mod context;
 pub mod image;
+pub mod inspect;
 pub mod system;
+pub mod volume;
 
 /// The exit code for a failed command: 125 for engine errors (as docker), unless the error
 /// carries a more specific code.
