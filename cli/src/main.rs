@@ -38,6 +38,9 @@ pub enum Command {
         #[arg(long, short = 'f', default_value = "table", value_parser = ["table", "json"])]
         format: String,
     },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCommand),
@@ -66,6 +69,7 @@ async fn main() -> ExitCode {
         Command::Version => cmd::system::version(&ctx).await,
         Command::Context(_) => unreachable!("handled above"),
         Command::Image(c) => cmd::image::run(c, &ctx).await,
+        Command::Network(c) => cmd::network::run(c, &ctx).await,
         Command::Volume(c) => cmd::volume::run(c, &ctx).await,
         Command::Container(c) => cmd::container::run(c, &ctx).await,
     })

@@ -54,8 +54,13 @@ async fn main() -> Result<()> {
     let mut details = BTreeMap::new();
     details.insert("runtime".to_string(), format!("{:?}", cfg.runtime).to_lowercase());
     details.insert("root".to_string(), args.root.display().to_string());
-    let meta = ServiceMeta { name: "runtime-svc", grpc_services: vec!["berth.runtime.v1.Runtime"], details };
+    let meta = ServiceMeta {
+        name: "runtime-svc",
+        grpc_services: vec!["berth.runtime.v1.Runtime", "berth.runtime.v1.Networks"],
+        details,
+    };
     let manager = Manager::open(args.root.clone(), cfg, channel).await.context("opening runtime state")?;
-    let routes = tonic::service::Routes::new(RuntimeService::new(manager).server());
+    let routes = tonic::service::Routes::new(RuntimeService::new(manager.clone()).server())
+        .add_service(runtime_svc::network::grpc::NetworkService::new(manager).server());
     berth_common::server::serve(opts, meta, routes, async { Ok(()) }).await
 }

@@ -5,6 +5,7 @@ pub mod container;
 pub mod context;
 pub mod image;
 pub mod inspect;
+pub mod network;
 pub mod system;
 pub mod volume;
 
