@@ -1,5 +1,6 @@
 //! Shared setup of the `net_*` tests (included with `mod net_env;`): a registry with the busybox
-//! fixture (which EXPOSEs 8080/tcp), the three services (runtime-svc on runc), the `berth` CLI,
+//! fixture (which EXPOSEs 8080/tcp), the three services (runtime-svc on runc, or on the built-in
+//! runtime with `BERTH_NET_TEST_RUNTIME=builtin`), the `berth` CLI,
 //! and helpers to look at what a container's network left on the host. Traffic goes only to
 //! loopback and to addresses of namespaces these tests make.
 #![allow(dead_code)]
@@ -43,7 +44,9 @@ impl Env {
     pub async fn start() -> Env {
         let home = tempfile::tempdir().unwrap();
         let config = home.path().join("runtime-svc.toml");
-        std::fs::write(&config, "runtime = \"runc\"\n").unwrap();
+        // runc by default; BERTH_NET_TEST_RUNTIME=builtin runs the same tests on berth-runc.
+        let kind = std::env::var("BERTH_NET_TEST_RUNTIME").unwrap_or_else(|_| "runc".into());
+        std::fs::write(&config, format!("runtime = \"{kind}\"\n")).unwrap();
         let registry = Registry::start().expect("starting docker-registry");
         let busybox = registry.push_fixture(Fixture::Busybox, "busybox").expect("pushing busybox");
         let store = Service::start("store-svc").await;
