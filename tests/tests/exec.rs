@@ -7,6 +7,8 @@ use pty_env::PtyProc;
 use run_env::{can_run, Env, Runtime};
 use std::time::Duration;
 
+crate::per_runtime!(exec_sees_the_container_and_passes_exit_codes);
+
 const T: Duration = Duration::from_secs(20);
 
 fn out(o: &std::process::Output) -> String {
@@ -16,12 +18,11 @@ fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exec_sees_the_container_and_passes_exit_codes() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn exec_sees_the_container_and_passes_exit_codes(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     env.ok(&[
         "run",

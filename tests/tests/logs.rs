@@ -7,6 +7,8 @@ use run_env::{can_run, Env, Runtime};
 use std::process::Stdio;
 use std::time::Duration;
 
+crate::per_runtime!(logs_follow_rotation_tail_timestamps_since);
+
 fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -14,12 +16,11 @@ fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logs_follow_rotation_tail_timestamps_since() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn logs_follow_rotation_tail_timestamps_since(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     // A line a second on stdout (and one on stderr), rotated every ~3 lines.
     let script = "i=0; while [ $i -lt 7 ]; do echo line$i; echo err$i >&2; i=$((i+1)); sleep 1; done";

@@ -8,6 +8,12 @@ use pty_env::PtyProc;
 use run_env::{can_run, Env, Runtime};
 use std::time::Duration;
 
+crate::per_runtime!(
+    run_it_shell_resize_exit_code_detach_and_attach,
+    tty_alone_and_attach_flags_like_docker,
+    reattach_after_runtime_svc_kill9
+);
+
 const T: Duration = Duration::from_secs(20);
 
 fn out(o: &std::process::Output) -> String {
@@ -18,12 +24,11 @@ fn on_pty(env: &Env, args: &[&str], cols: u16, rows: u16) -> PtyProc {
     PtyProc::spawn(env.berth_cmd(args), cols, rows)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn run_it_shell_resize_exit_code_detach_and_attach() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn run_it_shell_resize_exit_code_detach_and_attach(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
 
     // An interactive shell: what we type runs, the window size is the terminal's from the
@@ -97,12 +102,11 @@ async fn run_it_shell_resize_exit_code_detach_and_attach() {
     assert_eq!(s.wait(T), Some(7), "{}", s.text());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tty_alone_and_attach_flags_like_docker() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn tty_alone_and_attach_flags_like_docker(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     // -t without -i: output goes through a terminal (CR LF), stdin is not relayed.
     let o = env.berth(&["run", "--network", "none", "--rm", "-t", &bb, "sh", "-c", "test -t 1 && echo tty"]).await;
@@ -139,12 +143,11 @@ async fn tty_alone_and_attach_flags_like_docker() {
     assert_eq!(out(&o), "through stdin\npiped\n");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reattach_after_runtime_svc_kill9() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn reattach_after_runtime_svc_kill9(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let mut env = Env::with_busybox_on(Runtime::Runc).await;
+    let mut env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     let id = env.ok(&["run", "--network", "none", "-dit", "--name", "keeper", &bb, "sh"]).await.trim().to_string();
     assert_eq!(id.len(), 64);
