@@ -1,7 +1,9 @@
 //! `inspect` (docker's JSON and --format templates), `top` and `stats` on real containers
-//! (root only).
+//! (root only; each scenario once per OCI runtime: builtin:: and runc::).
 
 mod run_env;
+
+crate::per_runtime!(inspect_format_top_stats);
 
 use run_env::{can_run, Env, Runtime};
 use serde_json::Value;
@@ -17,12 +19,11 @@ fn is_rfc3339(s: &str) -> bool {
     s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' && !s.starts_with("0001")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn inspect_format_top_stats() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn inspect_format_top_stats(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     let id = env
         .ok(&[
@@ -62,8 +63,11 @@ async fn inspect_format_top_stats() {
     assert!(is_rfc3339(c["Created"].as_str().unwrap()), "{}", c["Created"]);
     let pid = c["State"]["Pid"].as_i64().unwrap();
     assert!(pid > 1, "{}", c["State"]);
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).starts_with("sleep"), "State.Pid is not the container's process");
+    // (The runtime may still be between its init and the exec of `sleep` for a moment.)
+    env.eventually("State.Pid to be the container's sleep", std::time::Duration::from_secs(5), || async {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).starts_with("sleep"))
+    })
+    .await;
     assert_eq!(c["RestartCount"], 0);
     assert!(std::path::Path::new(c["LogPath"].as_str().unwrap()).is_file(), "{}", c["LogPath"]);
     assert!(c["Config"]["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hi"), "{}", c["Config"]);

@@ -1,8 +1,10 @@
 //! Restart policies: on-failure:N gives up after N restarts, `always` brings a container back
 //! (also across a runtime-svc restart), `stop` stops the restarting, `unless-stopped` honours a
-//! user stop, ps shows "Restarting (…)" during the backoff (root only).
+//! user stop, ps shows "Restarting (…)" during the backoff (root only; each scenario once per OCI runtime: builtin:: and runc::).
 
 mod run_env;
+
+crate::per_runtime!(restart_policies);
 
 use run_env::{can_run, Env, Runtime};
 use std::time::Duration;
@@ -15,12 +17,11 @@ async fn pid(env: &Env, name: &str) -> i32 {
     env.ok(&["inspect", "-f", "{{.State.Pid}}", name]).await.trim().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn restart_policies() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn restart_policies(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let mut env = Env::with_busybox_on(Runtime::Runc).await;
+    let mut env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
     let runs = tempfile::tempdir().unwrap();
     let rp = runs.path().to_str().unwrap().to_string();

@@ -2,9 +2,11 @@
 //! use), binds (`:ro` refuses writes, -v creates a missing host path, --mount refuses it),
 //! --read-only and --tmpfs, anonymous volumes from an image's VOLUME (copy-up, removed by
 //! `rm -v` and `run --rm`), and a mount through an image symlink (`/data -> /etc`) that lands
-//! inside the container's root (root only).
+//! inside the container's root (root only; each scenario once per OCI runtime: builtin:: and runc::).
 
 mod run_env;
+
+crate::per_runtime!(named_volumes_binds_tmpfs_readonly, image_volumes_and_symlinks_stay_inside);
 
 use berth_tests::fixtures::{self, Fixture};
 use berth_tests::layers;
@@ -46,12 +48,11 @@ fn push_volume_image(env: &Env, dir: &Path) -> String {
     env.registry.push_layout(&layout, "volimg").expect("pushing the volume image")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn named_volumes_binds_tmpfs_readonly() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn named_volumes_binds_tmpfs_readonly(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let bb = env.busybox.clone();
 
     // A named volume outlives its container.
@@ -223,12 +224,11 @@ async fn named_volumes_binds_tmpfs_readonly() {
     assert!(err(&o).contains("Duplicate mount point: /x"), "{}", err(&o));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn image_volumes_and_symlinks_stay_inside() {
-    if !can_run() || !Runtime::Runc.available() {
+async fn image_volumes_and_symlinks_stay_inside(rt: Runtime) {
+    if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(Runtime::Runc).await;
+    let env = Env::with_busybox_on(rt).await;
     let work = tempfile::tempdir().unwrap();
     let img = push_volume_image(&env, work.path());
     env.pull(&img).await;
