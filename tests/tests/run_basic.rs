@@ -133,11 +133,21 @@ async fn run_isolation_env_cmd_names_limits(rt: Runtime) {
     let o = env.ok(&["run", "--rm", "--entrypoint", "echo", &bb, "from", "entrypoint"]).await;
     assert_eq!(o, "from entrypoint\n");
 
-    // Isolation: own PID namespace (the command is PID 1), only loopback, read-only /sys.
+    // Isolation: own PID namespace (the command is PID 1), only loopback with --network none
+    // (the runtime brings lo up), read-only /sys.
     let o = env
-        .ok(&["run", "--rm", &bb, "sh", "-c", "echo $$; ls /sys/class/net; touch /sys/x 2>/dev/null || echo ro"])
+        .ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &bb,
+            "sh",
+            "-c",
+            "echo $$; ls /sys/class/net; cat /sys/class/net/lo/operstate; touch /sys/x 2>/dev/null || echo ro",
+        ])
         .await;
-    assert_eq!(o, "1\nlo\nro\n");
+    assert_eq!(o, "1\nlo\nunknown\nro\n");
 
     // Names are unique, with docker's conflict message and exit code 125.
     let o = env.berth(&["run", "--name", "a", &bb, "true"]).await;
