@@ -515,7 +515,8 @@ impl Manager {
             nofile: self.nofile,
         };
         let oci = spec::build(&rec.run, &rec.host, &inp).map_err(RuntimeError::Invalid)?;
-        let user_mounts = crate::mounts::setup(&rootfs, &rec.mount_points, &self.volumes).map_err(RuntimeError::Invalid)?;
+        let user_mounts =
+            crate::mounts::setup(&rootfs, &rec.mount_points, &self.volumes).map_err(RuntimeError::Invalid)?;
         let oci = crate::mounts::apply(oci, &user_mounts, rec.host.readonly_rootfs).map_err(RuntimeError::Invalid)?;
         let bundle = dir.join("bundle");
         std::fs::write(bundle.join("config.json"), spec::to_json(&oci).map_err(RuntimeError::Invalid)?)
@@ -778,7 +779,8 @@ impl Manager {
 
     /// Removes every container that is not running.
     pub async fn prune(&self) -> Vec<String> {
-        let ids: Vec<String> = self.list(true).into_iter().filter(|r| r.status.can_remove()).map(|r| r.id).collect();
+        let ids: Vec<String> =
+            self.list(true).into_iter().filter(|r| r.status.can_remove() && !r.restarting).map(|r| r.id).collect();
         let mut removed = vec![];
         for id in ids {
             if let Ok(id) = self.remove(&id, false).await {
