@@ -305,8 +305,10 @@ fn delete(g: &Global, args: &[String]) -> Result<i32> {
     }
     let id = one_id(o.rest())?;
     let dir = g.root.join(&id);
-    if !dir.exists() {
+    if !dir.join("state.json").exists() {
         if force {
+            // Nothing was ever created (or a create died half-way): only the dir is left.
+            let _ = std::fs::remove_dir_all(&dir);
             return Ok(0);
         }
         bail!("container does not exist: {id}");
