@@ -98,6 +98,27 @@ async fn logs_follow_rotation_tail_timestamps_since(rt: Runtime) {
     let o = env.ok(&["logs", "-f", "ticker"]).await;
     assert_eq!(o, format!("{want}{want}"), "follow after a restart");
 
+    // Restarts by the restart policy: -f follows every run and ends after the last one.
+    env.ok(&[
+        "run",
+        "--network",
+        "none",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        &bb,
+        "sh",
+        "-c",
+        "echo run; sleep 1; exit 1",
+    ])
+    .await;
+    let o = env.ok(&["logs", "-f", "flaky"]).await;
+    assert_eq!(o, "run\nrun\nrun\n");
+    let e = env.ps_entry("flaky").await.unwrap();
+    assert!(e["Status"].as_str().unwrap().starts_with("Exited (1)"), "{e}");
+
     // Bad options are refused at create, with docker's option names.
     let o = env.berth(&["create", "--network", "none", "--log-opt", "max-file=3", &bb]).await;
     assert!(err(&o).contains("max-size"), "{}", err(&o));
