@@ -6,6 +6,9 @@
 //! store = "unix:///var/lib/berth/run/store.sock"
 //! insecure_registries = ["registry.lan:5000"]      # plain HTTP allowed (loopback always is)
 //! max_concurrent_downloads = 4
+//! parallel_range_threshold = 33554432             # blobs this big are fetched in parallel ranges (0: never)
+//! parallel_ranges = 4                              # ranges in flight per blob
+//! range_segment_bytes = 8388608                    # bytes per range request
 //! docker_config = "/root/.docker/config.json"      # default: $DOCKER_CONFIG or ~/.docker
 //! ca_certs = ["/etc/berth/registry-ca.pem"]         # extra CAs for registries' HTTPS
 //! [mirrors]
@@ -69,6 +72,14 @@ pub struct ConfigFile {
     pub docker_config: Option<PathBuf>,
     /// Blobs fetched at once per pull.
     pub max_concurrent_downloads: Option<usize>,
+    /// Blobs of at least this many bytes are fetched in parallel Range requests when the
+    /// registry honours Range (default 32 MiB; 0 turns it off).
+    pub parallel_range_threshold: Option<u64>,
+    /// Range requests in flight per blob (default 4).
+    pub parallel_ranges: Option<usize>,
+    /// Bytes per Range request (default 8 MiB); a blob's buffer is at most
+    /// `parallel_ranges` × this.
+    pub range_segment_bytes: Option<u64>,
     /// Extra PEM CA certificates trusted for registries' HTTPS.
     #[serde(default)]
     pub ca_certs: Vec<PathBuf>,
@@ -127,6 +138,25 @@ pub struct UpstreamConfig {
     pub max_concurrent_downloads: usize,
     /// Extra PEM CA certificates.
     pub ca_certs: Vec<PathBuf>,
+    /// Parallel Range requests for large blobs.
+    pub ranges: RangeConfig,
+}
+
+/// How large blobs are split into parallel Range requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeConfig {
+    /// Blobs of at least this size use ranges; 0 never.
+    pub threshold: u64,
+    /// Ranges in flight per blob.
+    pub parallel: usize,
+    /// Bytes per range.
+    pub segment: u64,
+}
+
+impl Default for RangeConfig {
+    fn default() -> Self {
+        Self { threshold: 32 << 20, parallel: 4, segment: 8 << 20 }
+    }
 }
 
 fn berth_root() -> PathBuf {
@@ -158,6 +188,18 @@ impl Settings {
         if max == 0 || max > 64 {
             return Err(RegistryError::Config("max_concurrent_downloads must be between 1 and 64".into()));
         }
+        let d = RangeConfig::default();
+        let ranges = RangeConfig {
+            threshold: file.parallel_range_threshold.unwrap_or(d.threshold),
+            parallel: file.parallel_ranges.unwrap_or(d.parallel),
+            segment: file.range_segment_bytes.unwrap_or(d.segment),
+        };
+        if ranges.parallel == 0 || ranges.parallel > 32 {
+            return Err(RegistryError::Config("parallel_ranges must be between 1 and 32".into()));
+        }
+        if ranges.segment < 64 << 10 || ranges.segment > 256 << 20 {
+            return Err(RegistryError::Config("range_segment_bytes must be between 64 KiB and 256 MiB".into()));
+        }
         Ok(Self {
             listen,
             root: o.root.or(file.root).unwrap_or_else(|| base.join("registry")),
@@ -169,6 +211,7 @@ impl Settings {
                 docker_config: file.docker_config,
                 max_concurrent_downloads: max,
                 ca_certs: file.ca_certs,
+                ranges,
             },
             tls: file.tls,
             allow_insecure_tcp: file.allow_insecure_tcp.unwrap_or(false),

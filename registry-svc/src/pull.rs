@@ -8,7 +8,7 @@
 
 use crate::error::{RegistryError, Result};
 use crate::store::{Ingest, Store};
-use crate::upstream::{error_chain, read_limited, Endpoint, Upstream};
+use crate::upstream::{content_range_start, error_chain, read_limited, Endpoint, Upstream};
 use berth_common::image::{
     Compression, Descriptor, ImageConfig, Manifest, ManifestOrIndex, Platform, MAX_DOCUMENT_BYTES, MT_OCI_INDEX,
     MT_OCI_MANIFEST,
@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -321,7 +322,9 @@ impl Puller {
     ) -> Result<Done> {
         let r = Reference::parse(reference).map_err(|e| RegistryError::InvalidReference(e.to_string()))?;
         let platform = platform.unwrap_or_else(Platform::host);
+        let t0 = std::time::Instant::now();
         let res = self.resolve(&r, &platform).await?;
+        let t_resolved = t0.elapsed();
         let ep = res.endpoint.clone();
         let cfg_desc = res.manifest.config.clone();
 
@@ -380,10 +383,20 @@ impl Puller {
             })))
             .await;
 
+        let t_config = t0.elapsed();
         let lease = self.store.create_lease(&name, 3600).await?;
         let out = self.pull_blobs(&res, &name, Bytes::from(cfg_bytes), &lease, &events).await;
         self.store.delete_lease(&lease).await;
         let done = out?;
+        tracing::info!(
+            %name,
+            fetched = done.blobs_fetched,
+            bytes = done.bytes_downloaded,
+            resolve_ms = t_resolved.as_millis() as u64,
+            config_ms = (t_config - t_resolved).as_millis() as u64,
+            blobs_and_record_ms = (t0.elapsed() - t_config).as_millis() as u64,
+            "pulled"
+        );
         let _ = events.send(Event::Done(done.clone())).await;
         Ok(done)
     }
@@ -528,7 +541,7 @@ impl Puller {
         }
         let mut done = done;
         // At most ~10 progress events per second per blob, but every state change at once.
-        let mut last_sent: Option<(std::time::Instant, BlobState)> = None;
+        let mut last_sent: Option<(std::time::Instant, BlobState, String)> = None;
         let result = loop {
             tokio::select! {
                 r = &mut done => break r,
@@ -537,12 +550,14 @@ impl Puller {
                         break done.await;
                     }
                     let p = rx.borrow_and_update().clone();
-                    let due = match last_sent {
+                    let due = match &last_sent {
                         None => true,
-                        Some((at, state)) => state != p.state || at.elapsed() >= Duration::from_millis(100),
+                        Some((at, state, message)) => {
+                            *state != p.state || *message != p.message || at.elapsed() >= Duration::from_millis(100)
+                        }
                     };
                     if due {
-                        last_sent = Some((std::time::Instant::now(), p.state));
+                        last_sent = Some((std::time::Instant::now(), p.state, p.message.clone()));
                         let _ = events.send(Event::Blob(send(&p, None))).await;
                     }
                 }
@@ -578,6 +593,7 @@ impl Puller {
             Ok(n) => {
                 tx.send_modify(|p| {
                     p.state = BlobState::Verifying;
+                    p.message.clear();
                 });
                 if let Err(e) = ing.commit().await {
                     self.store.abort(&ingest_ref).await;
@@ -600,6 +616,8 @@ impl Puller {
         }
     }
 
+    /// Streams a blob into `ing`: large blobs in parallel Range requests when the registry
+    /// honours Range (probed with the first segment), everything else as one stream.
     async fn download(
         &self,
         ep: &Endpoint,
@@ -607,6 +625,116 @@ impl Puller {
         desc: &Descriptor,
         ing: &mut Ingest,
         tx: &watch::Sender<Progress>,
+    ) -> Result<u64> {
+        let size = desc.size as u64;
+        let rc = self.upstream.ranges();
+        if rc.threshold > 0 && rc.parallel > 1 && size >= rc.threshold && size > rc.segment {
+            let digest = desc.digest.to_string();
+            tx.send_modify(|p| {
+                p.state = BlobState::Downloading;
+                p.offset = 0;
+            });
+            let probe = self
+                .upstream
+                .blob_range(ep, r, &digest, 0, Some(rc.segment - 1))
+                .await?
+                .ok_or_else(|| self.layer_not_found(ep, r, &digest))?;
+            if content_range_start(&probe) == Some(0) {
+                return self.download_ranges(ep, r, desc, ing, tx, probe).await;
+            }
+            if probe.status() == reqwest::StatusCode::OK {
+                tracing::info!(%digest, "the registry ignored the Range request; fetching the blob as one stream");
+                return self.download_stream(ep, r, desc, ing, tx, Some(probe)).await;
+            }
+            tracing::info!(%digest, status = %probe.status(), "unexpected answer to a Range request; one stream");
+        }
+        self.download_stream(ep, r, desc, ing, tx, None).await
+    }
+
+    fn layer_not_found(&self, ep: &Endpoint, r: &Reference, digest: &str) -> RegistryError {
+        RegistryError::BlobNotFound {
+            what: "layer",
+            digest: digest.to_string(),
+            reference: r.familiar(),
+            registry: ep.base.clone(),
+        }
+    }
+
+    /// Fetches `desc` in segments of `range_segment_bytes`, `parallel_ranges` at a time (each in
+    /// its own task, resumed on its own when its connection drops), and writes them to the
+    /// ingest in order. At most `parallel_ranges` segments are buffered; store-svc hashes the
+    /// whole stream and checks the digest at commit.
+    async fn download_ranges(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        desc: &Descriptor,
+        ing: &mut Ingest,
+        tx: &watch::Sender<Progress>,
+        probe: reqwest::Response,
+    ) -> Result<u64> {
+        let size = desc.size as u64;
+        let rc = self.upstream.ranges();
+        let segments = size.div_ceil(rc.segment);
+        let received = Arc::new(AtomicU64::new(0));
+        let ctx = RangeFetch {
+            upstream: self.upstream.clone(),
+            ep: ep.clone(),
+            r: r.clone(),
+            digest: desc.digest.to_string(),
+            received: received.clone(),
+        };
+        tracing::debug!(digest = %ctx.digest, size, segments, parallel = rc.parallel, "fetching in parallel ranges");
+        tx.send_modify(|p| {
+            p.message = format!("{segments} ranges, {} in parallel", rc.parallel);
+        });
+        let mut probe = Some(probe);
+        let fetches = futures::stream::iter((0..segments).map(move |i| {
+            let start = i * rc.segment;
+            let end = (start + rc.segment).min(size);
+            let (ctx, first) = (ctx.clone(), probe.take());
+            AbortOnDrop(tokio::spawn(async move { ctx.fetch(start, end, first).await }))
+        }))
+        .buffered(rc.parallel);
+        futures::pin_mut!(fetches);
+        let mut offset = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                next = fetches.next() => {
+                    let Some(joined) = next else { break };
+                    let mut data = joined.map_err(|e| RegistryError::Store {
+                        unavailable: false,
+                        message: format!("range download task failed: {e}"),
+                    })??;
+                    offset += data.len() as u64;
+                    while !data.is_empty() {
+                        let piece = data.split_to(data.len().min(WRITE_CHUNK));
+                        ing.write(piece).await?;
+                    }
+                    let n = received.load(Ordering::Relaxed);
+                    tx.send_modify(|p| p.offset = n);
+                }
+                _ = tick.tick() => {
+                    let n = received.load(Ordering::Relaxed);
+                    tx.send_modify(|p| p.offset = n);
+                }
+            }
+        }
+        if offset != size {
+            return Err(bad("layer", &desc.digest, ep, format!("got {offset} of {size} bytes in ranges")));
+        }
+        Ok(size)
+    }
+
+    async fn download_stream(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        desc: &Descriptor,
+        ing: &mut Ingest,
+        tx: &watch::Sender<Progress>,
+        mut first: Option<reqwest::Response>,
     ) -> Result<u64> {
         let size = desc.size as u64;
         let digest = desc.digest.to_string();
@@ -618,25 +746,20 @@ impl Puller {
                 p.state = BlobState::Downloading;
                 p.offset = offset;
             });
-            let resp =
-                self.upstream.blob(ep, r, &digest, offset).await?.ok_or_else(|| RegistryError::BlobNotFound {
-                    what: "layer",
-                    digest: digest.clone(),
-                    reference: r.familiar(),
-                    registry: ep.base.clone(),
-                })?;
+            let resp = match first.take() {
+                Some(resp) => resp,
+                None => self
+                    .upstream
+                    .blob(ep, r, &digest, offset)
+                    .await?
+                    .ok_or_else(|| self.layer_not_found(ep, r, &digest))?,
+            };
             // A server may answer a Range request with the whole body (200) or a different
             // start; skip what we already have.
             let mut skip: u64 = 0;
             if offset > 0 {
                 let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                    resp.headers()
-                        .get(reqwest::header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .unwrap_or(offset)
+                    content_range_start(&resp).unwrap_or(offset)
                 } else {
                     0
                 };
@@ -707,5 +830,107 @@ impl Puller {
             ing.write(buf.split().freeze()).await?;
         }
         Ok(size)
+    }
+}
+
+/// Aborts a spawned task when dropped (a failed range download stops its siblings).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// What one range task needs.
+#[derive(Clone)]
+struct RangeFetch {
+    upstream: Arc<Upstream>,
+    ep: Endpoint,
+    r: Reference,
+    digest: String,
+    /// Bytes received by every range of the blob (progress).
+    received: Arc<AtomicU64>,
+}
+
+impl RangeFetch {
+    /// Bytes `start..end` of the blob, starting with `first` (the probe's answer) if given. A
+    /// dropped connection is resumed from where it stopped (`MAX_RESUMES` times per range); a
+    /// server that answers with the whole body (200) or an earlier start is handled by skipping.
+    async fn fetch(&self, start: u64, end: u64, mut first: Option<reqwest::Response>) -> Result<Bytes> {
+        let want = (end - start) as usize;
+        let mut buf = BytesMut::with_capacity(want);
+        let mut resumes = 0u32;
+        loop {
+            let pos = start + buf.len() as u64;
+            let resp = match first.take() {
+                Some(resp) => resp,
+                None => {
+                    self.upstream.blob_range(&self.ep, &self.r, &self.digest, pos, Some(end - 1)).await?.ok_or_else(
+                        || RegistryError::BlobNotFound {
+                            what: "layer",
+                            digest: self.digest.clone(),
+                            reference: self.r.familiar(),
+                            registry: self.ep.base.clone(),
+                        },
+                    )?
+                }
+            };
+            let begins = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                content_range_start(&resp).unwrap_or(pos)
+            } else {
+                0
+            };
+            if begins > pos {
+                return Err(bad(
+                    "layer",
+                    &self.digest,
+                    &self.ep,
+                    format!("asked for bytes from {pos}, the registry sent from {begins}"),
+                ));
+            }
+            let mut skip = (pos - begins) as usize;
+            let mut stream = resp.bytes_stream();
+            let mut broke = None;
+            while buf.len() < want {
+                match stream.next().await {
+                    None => break,
+                    Some(Err(e)) => {
+                        broke = Some(error_chain(&e));
+                        break;
+                    }
+                    Some(Ok(chunk)) => {
+                        let from = skip.min(chunk.len());
+                        skip -= from;
+                        let take = (chunk.len() - from).min(want - buf.len());
+                        buf.extend_from_slice(&chunk[from..from + take]);
+                        self.received.fetch_add(take as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            if buf.len() == want {
+                return Ok(buf.freeze());
+            }
+            let got = start + buf.len() as u64;
+            let why = broke.unwrap_or_else(|| format!("the body of range {start}-{} ended at {got}", end - 1));
+            resumes += 1;
+            if resumes > MAX_RESUMES {
+                return Err(bad(
+                    "layer",
+                    &self.digest,
+                    &self.ep,
+                    format!("truncated: gave up after {MAX_RESUMES} resumes ({why})"),
+                ));
+            }
+            tracing::warn!(digest = %self.digest, offset = got, %why, "range download broke; resuming it");
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(resumes))).await;
+        }
     }
 }

@@ -202,6 +202,11 @@ impl Upstream {
         self.config.max_concurrent_downloads
     }
 
+    /// How large blobs are split into parallel Range requests.
+    pub fn ranges(&self) -> crate::config::RangeConfig {
+        self.config.ranges
+    }
+
     /// Where to fetch `domain`'s content from: its mirrors, then itself.
     pub fn endpoints(&self, domain: &str) -> Vec<Endpoint> {
         let mut out: Vec<Endpoint> = self
@@ -492,8 +497,26 @@ impl Upstream {
         digest: &str,
         start: u64,
     ) -> Result<Option<reqwest::Response>> {
+        self.blob_range(ep, reference, digest, start, None).await
+    }
+
+    /// GETs bytes `start..=end` of a blob (`end` `None`: to the end; no Range header for the
+    /// whole blob). The server may answer 206 or ignore the Range and send 200 with everything;
+    /// the caller checks. A 404 becomes `Ok(None)`.
+    pub async fn blob_range(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+        digest: &str,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Option<reqwest::Response>> {
         let url = format!("{}/v2/{}/blobs/{}", ep.base, reference.path(), digest);
-        let headers: Vec<(&str, String)> = if start > 0 { vec![("Range", format!("bytes={start}-"))] } else { vec![] };
+        let headers: Vec<(&str, String)> = match end {
+            Some(end) => vec![("Range", format!("bytes={start}-{end}"))],
+            None if start > 0 => vec![("Range", format!("bytes={start}-"))],
+            None => vec![],
+        };
         let resp = self.get(ep, reference.path(), reference, &url, &headers).await?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
@@ -566,6 +589,19 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> std::res
             Err(e) => return Err(format!("the connection broke while reading it: {}", error_chain(&e))),
         }
     }
+}
+
+/// The first byte position of a 206 response's `Content-Range` (`None` when absent or not a 206).
+pub fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
+    if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        return None;
+    }
+    resp.headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes "))
+        .and_then(|v| v.split('-').next())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// An error with its causes, on one line.

@@ -122,7 +122,7 @@ impl Registry {
             tls_yaml = format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display());
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             data.display()
         );
         let cfg = dir.path().join("config.yml");
@@ -275,6 +275,12 @@ impl Request {
     /// `Range: bytes=N-` start, if any.
     pub fn range_start(&self) -> Option<u64> {
         self.header("range")?.strip_prefix("bytes=")?.split('-').next()?.parse().ok()
+    }
+
+    /// `Range: bytes=N-[M]` as (N, M), if any.
+    pub fn range(&self) -> Option<(u64, Option<u64>)> {
+        let (a, b) = self.header("range")?.strip_prefix("bytes=")?.split_once('-')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()))
     }
 }
 

@@ -19,7 +19,14 @@ enum Case {
     ResumeWithRange,
     RangeAnsweredWithFullBody,
     RateLimited,
+    /// Ranges are ignored: every answer is 200 with the whole body.
+    RangesIgnored,
+    /// Ranges are honoured, but the first request for a later range breaks off half-way.
+    RangeDropsOnce,
 }
+
+/// registry-svc settings that make the busybox layer (~1.3 MB) take the parallel-range path.
+const RANGES_CONFIG: &str = "parallel_range_threshold = 524288\nrange_segment_bytes = 131072\nparallel_ranges = 4\n";
 
 struct Layout {
     dir: PathBuf,
@@ -45,6 +52,7 @@ fn serve(case: Case) -> (MiniHttp, Layout, Arc<AtomicUsize>) {
     let (dir, manifest, config, layer) = (l.dir.clone(), l.manifest.clone(), l.config.clone(), l.layer.clone());
     let layer_gets = Arc::new(AtomicUsize::new(0));
     let gets = layer_gets.clone();
+    let dropped = std::sync::atomic::AtomicBool::new(false);
     let read = move |d: &str| std::fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
     let server = MiniHttp::start(move |req: &Request| {
         let p = req.path().to_string();
@@ -113,6 +121,20 @@ fn serve(case: Case) -> (MiniHttp, Layout, Arc<AtomicUsize>) {
                         let start = req.range_start().expect("the resumed request has a Range header") as usize;
                         return Response::new(206, body[start..].to_vec())
                             .header("Content-Range", format!("bytes {start}-{}/{full}", full - 1));
+                    }
+                    Case::RangeDropsOnce => {
+                        let Some((a, b)) = req.range() else { return Response::new(200, body) };
+                        let e = b.unwrap_or(full - 1).min(full - 1);
+                        let part = body[a as usize..=e as usize].to_vec();
+                        let len = part.len() as u64;
+                        let mut r = Response::new(206, part)
+                            .header("Content-Range", format!("bytes {a}-{e}/{full}"))
+                            .header("Accept-Ranges", "bytes");
+                        if a > 0 && !dropped.swap(true, Ordering::SeqCst) {
+                            r.body.truncate(r.body.len() / 2);
+                            r.content_length = Some(len);
+                        }
+                        return r;
                     }
                     _ => return Response::new(200, body),
                 }
@@ -213,4 +235,37 @@ async fn rate_limit_is_reported() {
         err.message()
     );
     assert_nothing_left(&stack, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_ignoring_range_gets_one_stream() {
+    let (server, l, gets) = serve(Case::RangesIgnored);
+    let stack = PullStack::start(RANGES_CONFIG).await;
+    let out = stack.pull(&format!("{}/hostile:latest", server.addr()), None).await.unwrap();
+    assert!(out.done.is_some());
+    // The probe (a Range request answered with the whole body) was streamed as the blob: one GET.
+    assert_eq!(gets.load(Ordering::SeqCst), 1, "{:?}", server.requests());
+    let probe = server.requests().into_iter().find(|r| r.path().ends_with(&l.layer)).unwrap();
+    assert!(probe.range().is_some(), "the first request did not probe with a Range");
+    assert!(stack.blob_digests().await.contains(&l.layer));
+    assert_eq!(stack.image_names().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranges_resume_a_dropped_range() {
+    let (server, l, _gets) = serve(Case::RangeDropsOnce);
+    let stack = PullStack::start(RANGES_CONFIG).await;
+    let out = stack.pull(&format!("{}/hostile:latest", server.addr()), None).await.unwrap();
+    assert!(out.done.is_some());
+    let ranges: Vec<(u64, Option<u64>)> =
+        server.requests().iter().filter(|r| r.path().ends_with(&l.layer)).filter_map(|r| r.range()).collect();
+    let size = std::fs::metadata(l.dir.join("blobs/sha256").join(l.layer.trim_start_matches("sha256:"))).unwrap().len();
+    let segments = size.div_ceil(131072);
+    // Every segment was asked for as a bounded range, plus one resume that starts inside one.
+    let bounded: Vec<_> = ranges.iter().filter(|(a, b)| a % 131072 == 0 && b.is_some()).collect();
+    assert_eq!(bounded.len() as u64, segments, "{ranges:?}");
+    assert!(ranges.iter().any(|(a, _)| a % 131072 != 0), "no resume inside a range: {ranges:?}");
+    // Verified over the whole blob: it is in the store under its digest, and the record exists.
+    assert!(stack.blob_digests().await.contains(&l.layer));
+    assert_eq!(stack.image_names().await.len(), 1);
 }

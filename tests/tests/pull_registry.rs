@@ -134,3 +134,42 @@ async fn https_registry_on_loopback() {
     assert_eq!(endpoint, Some(format!("https://{}", reg.addr())));
     assert!(out.done.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_layers_come_in_parallel_ranges_from_a_real_registry() {
+    let reg = Registry::start().unwrap();
+    // Small threshold and segments so the busybox layer (~1.3 MB) takes the parallel path.
+    let stack =
+        PullStack::start("parallel_range_threshold = 524288\nrange_segment_bytes = 131072\nparallel_ranges = 4\n")
+            .await;
+    let r = reg.push_fixture(Fixture::Busybox, "busybox").unwrap();
+    let out = stack.pull(&r, None).await.unwrap();
+    let done = out.done.clone().expect("done");
+    assert_eq!(done.blobs_fetched, 1);
+    use berth_proto::registry::v1::pull_event::Event;
+    let ranged = out.events.iter().any(|e| {
+        matches!(&e.event, Some(Event::Blob(b)) if b.state == BlobState::Downloading as i32 && b.message.contains("ranges, 4 in parallel"))
+    });
+    assert!(ranged, "no layer reported parallel ranges: {:?}", out.events);
+    // The registry served several partial answers for the layer (its access log).
+    let layer = stack.blob_digests().await;
+    let log = reg.log();
+    let partial = log.lines().filter(|l| l.contains("/blobs/sha256:") && l.contains("\" 206 ")).count();
+    assert!(partial >= 5, "expected several 206 answers in the registry log:\n{log}");
+    // The store verified the whole blob against its digest; read it back and check again.
+    use berth_proto::store::v1 as spb;
+    let mut c = spb::content_client::ContentClient::new(stack.store.channel().await);
+    let m = berth_tests::fixtures::cached(Fixture::Busybox).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(m.dir.join("blobs/sha256").join(m.digest.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    let digest = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    assert!(layer.contains(&digest));
+    let mut s = c.read(spb::ReadRequest { digest: digest.clone(), offset: 0, length: 0 }).await.unwrap().into_inner();
+    let mut data = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        data.extend_from_slice(&m.data);
+    }
+    assert_eq!(berth_common::Digest::of(&data).to_string(), digest);
+}
