@@ -455,9 +455,9 @@ async fn tag(ctx: &Context, source: &str, target: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Containers (short ID, image) that use an image, from runtime-svc; `None` when it cannot be
-/// asked.
-async fn containers_using(ctx: &Context, i: &Image, names: &[String]) -> Option<Vec<String>> {
+/// Containers (short ID, running?) that use an image, from runtime-svc; `None` when it cannot
+/// be asked.
+async fn containers_using(ctx: &Context, i: &Image, names: &[String]) -> Option<Vec<(String, bool)>> {
     use berth_proto::runtime::v1 as rt;
     let ch = tokio::time::timeout(std::time::Duration::from_secs(20), ctx.runtime()).await.ok()?.ok()?;
     let mut c = rt::runtime_client::RuntimeClient::new(ch);
@@ -472,7 +472,7 @@ async fn containers_using(ctx: &Context, i: &Image, names: &[String]) -> Option<
                     || k.image == i.id.to_string()
                     || (k.image.len() >= 12 && i.id.hex().starts_with(&k.image))
             })
-            .map(|k| short_id(&k.id))
+            .map(|k| (short_id(&k.id), k.status == rt::ContainerStatus::Running as i32))
             .collect(),
     )
 }
@@ -533,13 +533,16 @@ async fn rmi_one(
         }
     };
     let last = to_remove.len() == same.len();
+    // As docker: a forced untag of an image a running container uses keeps the image.
+    let mut keep = false;
     if last {
         match containers_using(ctx, &i, &same).await {
             Some(users) if !users.is_empty() && !force => bail!(
                 "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                users[0],
+                users[0].0,
                 short_id(&i.id.to_string())
             ),
+            Some(users) => keep = users.iter().any(|(_, running)| *running),
             None if !force => eprintln!(
                 "Warning: runtime-svc could not be asked which containers use {name}; removing it anyway"
             ),
@@ -556,7 +559,7 @@ async fn rmi_one(
         let shown = Reference::parse_normalized(n).map(|r| r.familiar()).unwrap_or_else(|_| n.clone());
         lines.push(format!("Untagged: {shown}"));
     }
-    if last {
+    if last && !keep {
         lines.push(format!("Deleted: {}", i.id));
     }
     Ok(lines)
