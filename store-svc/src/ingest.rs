@@ -207,7 +207,7 @@ impl Store {
             }
         }
         // Descriptor first: staged data without a descriptor is dropped at recovery.
-        self.backend.delete(&entry.meta_key()).await?;
+        self.backend.delete_volatile(&entry.meta_key()).await?;
         self.backend.stage_delete(&entry.id).await?;
         Ok(())
     }
@@ -260,7 +260,7 @@ impl Store {
                 map.insert(ref_.to_string(), entry.clone());
             }
             // Descriptor before data, so recovery never finds data it cannot attribute.
-            if let Err(e) = self.put_record(&entry.meta_key(), &meta).await {
+            if let Err(e) = self.put_volatile_record(&entry.meta_key(), &meta).await {
                 self.ingests.lock().expect("ingest map").remove(ref_);
                 return Err(e);
             }
@@ -505,7 +505,7 @@ impl Store {
                 actual,
             });
         }
-        self.sync(entry, io).await?;
+        // `stage_commit` fsyncs the staged data before the rename that makes it visible.
         io.writer = None;
         let outcome = {
             // Commit and lease update happen while GC cannot run, so a leased blob is never
@@ -524,7 +524,7 @@ impl Store {
                 map.remove(&entry.ref_);
             }
         }
-        self.backend.delete(&entry.meta_key()).await?;
+        self.backend.delete_volatile(&entry.meta_key()).await?;
         let info = self.stat(&actual).await?;
         tracing::debug!(digest = %actual, size, already_exists = outcome == crate::backend::CommitOutcome::AlreadyExists, "committed");
         Ok(WriteOutcome {

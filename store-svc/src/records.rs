@@ -150,7 +150,7 @@ impl Store {
             digests: Default::default(),
             ingests: Default::default(),
         };
-        self.put_record(&format!("{LEASES}{}.json", name_id(&id)), &lease).await?;
+        self.put_volatile_record(&format!("{LEASES}{}.json", name_id(&id)), &lease).await?;
         leases.insert(id, lease.clone());
         Ok(lease)
     }
@@ -162,7 +162,7 @@ impl Store {
         if leases.get(id).is_none_or(|l| l.expired(SystemTime::now())) {
             return Err(StoreError::LeaseNotFound(id.to_string()));
         }
-        self.backend.delete(&format!("{LEASES}{}.json", name_id(id))).await?;
+        self.backend.delete_volatile(&format!("{LEASES}{}.json", name_id(id))).await?;
         leases.remove(id);
         Ok(())
     }
@@ -214,7 +214,7 @@ impl Store {
             changed |= updated.ingests.insert(r.to_string());
         }
         if changed {
-            self.put_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
+            self.put_volatile_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
             leases.insert(id.to_string(), updated);
         }
         Ok(())

@@ -123,6 +123,15 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::put_record`] for in-progress state (ingest descriptors, leases): atomic, not
+    /// fsynced (see `Backend::put_volatile`); an unreadable one is skipped at start.
+    pub(crate) async fn put_volatile_record<T: serde::Serialize>(&self, key: &str, rec: &T) -> Result<()> {
+        let data = serde_json::to_vec_pretty(rec)
+            .map_err(|e| StoreError::CorruptRecord { key: key.to_string(), detail: e.to_string() })?;
+        self.backend.put_volatile(key, Bytes::from(data)).await?;
+        Ok(())
+    }
+
     async fn recover_ingests(&self) -> Result<()> {
         let metas: Vec<IngestMeta> = self.load_records(INGESTS).await?;
         let staged: HashMap<String, crate::backend::ObjectMeta> =

@@ -264,6 +264,38 @@ impl Backend for FsBackend {
         .await
     }
 
+    async fn put_volatile(&self, key: &str, data: Bytes) -> Result<()> {
+        let target = self.object_path(key)?;
+        let tmp = self.root.join(TMP).join(uuid::Uuid::new_v4().simple().to_string());
+        let key = key.to_string();
+        blocking(move || {
+            let parent = target.parent().expect("object path has a parent").to_path_buf();
+            ensure_dir(&parent)?;
+            // Temp file + rename (readers never see a partial object), no fsync.
+            let write = || -> std::io::Result<()> {
+                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                f.write_all(&data)?;
+                std::fs::rename(&tmp, &target)
+            };
+            write().map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                BackendError::io("put", key, e)
+            })
+        })
+        .await
+    }
+
+    async fn delete_volatile(&self, key: &str) -> Result<bool> {
+        let p = self.object_path(key)?;
+        let key = key.to_string();
+        blocking(move || match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(BackendError::io("delete", key, e)),
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<bool> {
         let p = self.object_path(key)?;
         let key = key.to_string();
@@ -361,8 +393,9 @@ impl Backend for FsBackend {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(BackendError::NotFound(id)),
                 Err(e) => return Err(BackendError::io("open staging", id, e)),
             };
-            f.sync_all().map_err(|e| BackendError::io("fsync staging", id.clone(), e))?;
+            // Read-only first, so the one fsync covers the mode too.
             let _ = f.set_permissions(std::fs::Permissions::from_mode(0o444));
+            f.sync_all().map_err(|e| BackendError::io("fsync staging", id.clone(), e))?;
             drop(f);
             let parent = target.parent().expect("object path has a parent").to_path_buf();
             ensure_dir(&parent)?;

@@ -133,6 +133,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes an object; `false` if it was absent.
     async fn delete(&self, key: &str) -> Result<bool, BackendError>;
 
+    /// Like [`Backend::put`] (atomic replace), but not necessarily durable when it returns: after
+    /// a power loss the key may hold the old version, the new one, or an unreadable object. For
+    /// state that only matters while work is in progress (ingest descriptors, leases), where a
+    /// lost update costs a re-download, not data. Defaults to `put`.
+    async fn put_volatile(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        self.put(key, data).await
+    }
+
+    /// [`Backend::delete`] without the durability (see [`Backend::put_volatile`]).
+    async fn delete_volatile(&self, key: &str) -> Result<bool, BackendError> {
+        self.delete(key).await
+    }
+
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BackendError>;
 

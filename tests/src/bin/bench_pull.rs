@@ -120,7 +120,7 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut n = 0usize;
     for (label, r, bytes) in &refs {
-        let (mut tb, mut ts, mut tp) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tb, mut ts, mut tp, mut tss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..a.runs {
             n += 1;
             // berth: fresh store each run (cold), services already up (as a running stack).
@@ -141,12 +141,17 @@ async fn main() -> Result<()> {
             let _ = std::fs::remove_dir_all(&store_root);
 
             let dir = disk.join(format!("skopeo-{n}"));
-            ts.push(timed(
+            let copy = timed(
                 Command::new("skopeo")
                     .args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
                     .arg(format!("docker://{r}"))
                     .arg(format!("oci:{}:latest", dir.display())),
-            )?);
+            )?;
+            // What it takes to make skopeo's copy as durable as berth's store (berth fsyncs
+            // every blob before it becomes visible; skopeo fsyncs nothing).
+            let sync = timed(Command::new("sync").arg("-f").arg(&dir))?;
+            ts.push(copy);
+            tss.push(copy + sync);
             let _ = std::fs::remove_dir_all(&dir);
 
             if a.podman {
@@ -174,30 +179,47 @@ async fn main() -> Result<()> {
                 let _ = std::fs::remove_dir_all(&root);
             }
         }
-        rows.push((label.clone(), *bytes, median(tb), median(ts), if a.podman { Some(median(tp)) } else { None }));
+        rows.push((
+            label.clone(),
+            *bytes,
+            median(tb),
+            median(ts),
+            median(tss),
+            if a.podman { Some(median(tp)) } else { None },
+        ));
     }
     let mbs = |b: u64, d: Duration| b as f64 / 1e6 / d.as_secs_f64();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
         "\nCold pull from a local distribution registry (median of {} runs; MB = compressed layer bytes{}).",
         a.runs,
         if fs.mounted { "; storage on a fresh loop-mounted ext4" } else { "; storage on the root fs" }
     );
-    println!("berth and skopeo do not unpack; podman pull includes unpacking (berth unpacks at run).\n");
     println!(
-        "| image | MB | berth s (MB/s) | skopeo copy s (MB/s) | podman pull s (MB/s) | skopeo/berth | podman/berth |"
+        "{} UTC, {cpus} CPUs, load average at the end: {}",
+        String::from_utf8_lossy(&Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]).output()?.stdout).trim(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (label, bytes, b, s, p) in &rows {
+    println!("berth and skopeo do not unpack; podman pull includes unpacking (berth unpacks at run).");
+    println!("skopeo+sync: skopeo copy followed by `sync -f` of its output (as durable as berth's store).\n");
+    println!(
+        "| image | MB | berth s (MB/s) | skopeo copy s (MB/s) | skopeo+sync s | podman pull s (MB/s) | skopeo/berth | skopeo+sync/berth | podman/berth |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, bytes, b, s, ss, p) in &rows {
         let ps = p.map(|p| format!("{:.2} ({:.0})", p.as_secs_f64(), mbs(*bytes, p))).unwrap_or_else(|| "-".into());
         let pr = p.map(|p| format!("{:.2}×", p.as_secs_f64() / b.as_secs_f64())).unwrap_or_else(|| "-".into());
         println!(
-            "| {label} | {:.1} | {:.2} ({:.0}) | {:.2} ({:.0}) | {ps} | {:.2}× | {pr} |",
+            "| {label} | {:.1} | {:.2} ({:.0}) | {:.2} ({:.0}) | {:.2} | {ps} | {:.2}× | {:.2}× | {pr} |",
             *bytes as f64 / 1e6,
             b.as_secs_f64(),
             mbs(*bytes, *b),
             s.as_secs_f64(),
             mbs(*bytes, *s),
+            ss.as_secs_f64(),
             s.as_secs_f64() / b.as_secs_f64(),
+            ss.as_secs_f64() / b.as_secs_f64(),
         );
     }
     Ok(())
