@@ -139,4 +139,22 @@ async fn published_container_survives_runtime_svc_restart() {
     assert_eq!(env.ok(&["port", "keeper"]).await, format!("80/tcp -> 0.0.0.0:{port}\n"));
     env.ok(&["rm", "-f", "keeper"]).await;
     assert_network_released(&env, &id);
+
+    // A rule and a port lease of a container that no longer exists (as a crash would leave them)
+    // are cleaned when runtime-svc starts.
+    let ghost = format!("{:064x}", std::process::id() as u128 * 7919 + 0xdead);
+    let ghost_port = free_port();
+    let rule =
+        format!("add rule ip berth ports tcp dport {ghost_port} dnat to 172.17.255.254:80 comment \"berth {ghost}\"\n");
+    let mut nft =
+        std::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rule.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+    let claim = std::path::Path::new("/run/berth/net/ports").join(format!("tcp-{ghost_port}"));
+    std::fs::write(&claim, format!("{}\n{ghost}\n", env.runtime.root().display())).unwrap();
+    assert!(nft_table().contains(&ghost));
+    env.runtime.kill9();
+    env.runtime.restart().await;
+    assert!(!nft_table().contains(&ghost), "stale rule survived a restart:\n{}", nft_table());
+    assert!(!claim.exists(), "stale port lease survived a restart");
 }
