@@ -163,11 +163,7 @@ pub async fn pull(
     if !typed_tag {
         ui.line("Using default tag: latest");
     }
-    ui.line(&format!(
-        "{}: Pulling from {}",
-        r.tag().map(str::to_string).unwrap_or_else(|| r.object()),
-        if r.domain() == "docker.io" { r.path().to_string() } else { r.name() }
-    ));
+    ui.line(&format!("{}: Pulling from {}", r.tag().map(str::to_string).unwrap_or_else(|| r.object()), r.path()));
     let mut client = rpb::registry_client::RegistryClient::new(ctx.registry().await?);
     let req = rpb::PullRequest { reference: reference.to_string(), platform: plat.as_ref().map(Platform::to_proto) };
     let mut stream = client.pull(req).await.map_err(status_err)?.into_inner();

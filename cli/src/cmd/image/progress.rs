@@ -21,6 +21,8 @@ pub enum Renderer {
         total: Option<ProgressBar>,
         sizes: HashMap<String, u64>,
         done: HashMap<String, u64>,
+        /// Whether the bars are on stderr.
+        to_stderr: bool,
     },
 }
 
@@ -52,6 +54,7 @@ impl Renderer {
                 total: None,
                 sizes: HashMap::new(),
                 done: HashMap::new(),
+                to_stderr,
             };
         }
         let out: Box<dyn Write + Send> =
@@ -148,15 +151,22 @@ impl Renderer {
         }
     }
 
-    /// Clears the bars (the summary lines follow).
+    /// Leaves the finished bars on screen; the summary lines follow below them (plain lines).
     pub fn finish(&mut self) {
-        if let Self::Bars { total, bars, .. } = self {
+        if let Self::Bars { total, bars, to_stderr, .. } = self {
             for b in bars.values() {
                 b.finish();
             }
             if let Some(t) = total {
                 t.finish();
             }
+            let mut out: Box<dyn Write + Send> =
+                if *to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+            if total.is_some() {
+                // indicatif leaves the cursor at the end of the last bar.
+                let _ = writeln!(out);
+            }
+            *self = Self::Plain { out, last: HashMap::new() };
         }
     }
 }
