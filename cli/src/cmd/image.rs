@@ -84,6 +84,9 @@ pub struct PullOpts {
 /// `images` options.
 #[derive(clap::Args, Debug)]
 pub struct ImagesOpts {
+    /// Show all images (berth has no intermediate images, so this lists the same).
+    #[arg(short, long)]
+    pub all: bool,
     /// Only show image IDs.
     #[arg(short, long)]
     pub quiet: bool,
