@@ -47,16 +47,17 @@ pub struct RestartPolicy {
 impl RestartPolicy {
     /// From docker's API form: name "no"/""/"always"/"unless-stopped"/"on-failure" and a count.
     pub fn parse(name: &str, max: i32) -> Result<Self, String> {
-        let name =
-            match name {
-                "" | "no" => PolicyName::No,
-                "always" => PolicyName::Always,
-                "unless-stopped" => PolicyName::UnlessStopped,
-                "on-failure" => PolicyName::OnFailure,
-                other => return Err(format!(
+        let name = match name {
+            "" | "no" => PolicyName::No,
+            "always" => PolicyName::Always,
+            "unless-stopped" => PolicyName::UnlessStopped,
+            "on-failure" => PolicyName::OnFailure,
+            other => {
+                return Err(format!(
                     "invalid restart policy: unknown policy {other:?}; use no, always, unless-stopped or on-failure"
-                )),
-            };
+                ))
+            }
+        };
         if max < 0 {
             return Err("invalid restart policy: maximum retry count cannot be negative".into());
         }
