@@ -213,6 +213,15 @@ pub fn indent(s: &str, n: usize) -> String {
     out
 }
 
+/// JSON indented with four spaces, as docker's `inspect` prints it.
+pub fn json_pretty<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    let mut buf = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    v.serialize(&mut ser)?;
+    Ok(String::from_utf8(buf).expect("serde_json writes UTF-8"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

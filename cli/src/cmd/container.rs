@@ -8,6 +8,7 @@ mod attach;
 mod exec;
 mod logs;
 mod port;
+mod ps_filter;
 mod run;
 mod stats;
 mod storage_flags;
@@ -153,9 +154,20 @@ pub struct PsOpts {
     /// Don't truncate output.
     #[arg(long)]
     no_trunc: bool,
-    /// Format output: "table" (default) or "json" (one object per line).
+    /// Format output: "table" (default), "json" (one object per line) or a Go template
+    /// such as '{{.ID}} {{.Names}}'.
     #[arg(long)]
     format: Option<String>,
+    /// Filter output based on conditions provided (id=, name=, status=, label=KEY[=VALUE],
+    /// ancestor=IMAGE, exited=CODE); repeat for several (same key: any matches; keys: all).
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_negative_numbers = true)]
+    last: i64,
+    /// Show the latest created container (includes all states).
+    #[arg(short, long)]
+    latest: bool,
 }
 
 pub async fn run(cmd: ContainerCommand, ctx: &Context) -> Result<ExitCode> {
@@ -349,7 +361,15 @@ fn command_text(c: &pb::Container, no_trunc: bool) -> String {
 
 async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
     let mut rt = client(ctx).await?;
-    let list = rt.list(pb::ListRequest { all: o.all }).await.map_err(daemon_err)?.into_inner().containers;
+    let filters = ps_filter::Filters::parse(&o.filter)?;
+    let last = if o.latest { 1 } else { o.last };
+    let all = o.all || last >= 0 || filters.wants_all();
+    let mut list = rt.list(pb::ListRequest { all }).await.map_err(daemon_err)?.into_inner().containers;
+    list.retain(|c| filters.matches(c, state_text(c)));
+    if last >= 0 {
+        list.sort_by_key(|c| std::cmp::Reverse(c.created_at_unix_nanos));
+        list.truncate(last as usize);
+    }
     let id = |c: &pb::Container| if o.no_trunc { c.id.clone() } else { short_id(&c.id) };
     let mut out = std::io::stdout().lock();
     if o.quiet {
@@ -358,8 +378,10 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match o.format.as_deref() {
-        Some("json") | Some("{{json .}}") => {
+    let format = o.format.as_deref().filter(|f| !f.is_empty());
+    match format {
+        Some(f) if f != "table" => {
+            let mut values = Vec::new();
             for c in &list {
                 let labels: Vec<String> = c
                     .config
@@ -382,10 +404,22 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
                     "State": state_text(c),
                     "Status": status_text(c),
                 });
-                writeln!(out, "{v}")?;
+                values.push(v);
+            }
+            match format {
+                Some("json") | Some("{{json .}}") => {
+                    for v in &values {
+                        writeln!(out, "{v}")?;
+                    }
+                }
+                Some(f) => {
+                    let text = crate::gotemplate::render_lines(f, &values).map_err(|e| anyhow!("{e}"))?;
+                    write!(out, "{text}")?;
+                }
+                None => {}
             }
         }
-        None | Some("table") => {
+        _ => {
             let mut t = Table::new(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]);
             for c in &list {
                 t.row([
@@ -400,7 +434,6 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
             }
             write!(out, "{t}")?;
         }
-        Some(other) => return Err(anyhow!("unsupported --format {other:?}: use table or json")),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -289,7 +289,7 @@ pub fn container_json(c: &pb::Container) -> Value {
 pub fn print_values(values: &[Value], format: Option<&str>) -> Result<()> {
     match format {
         None | Some("") => {
-            println!("{}", serde_json::to_string_pretty(values)?);
+            println!("{}", crate::output::json_pretty(values)?);
         }
         Some("json") => {
             for v in values {

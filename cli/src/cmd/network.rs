@@ -151,7 +151,7 @@ pub async fn run(cmd: NetworkCommand, ctx: &Context) -> Result<ExitCode> {
                     }
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", crate::output::json_pretty(&out)?);
             if !ok {
                 return Ok(ExitCode::from(1));
             }
