@@ -162,8 +162,18 @@ async fn run_isolation_env_cmd_names_limits(rt: Runtime) {
     assert_eq!(created["Status"], "Created");
 
     // SIGTERM honoured: a process that traps TERM exits at once with its own code.
-    env.ok(&["run", "-d", "--name", "polite", &bb, "sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"])
-        .await;
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "polite",
+        &bb,
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo armed; while true; do sleep 0.1; done",
+    ])
+    .await;
+    wait_armed(&env, "polite").await;
     let t0 = Instant::now();
     env.ok(&["stop", "polite"]).await;
     assert!(t0.elapsed() < Duration::from_secs(5), "stop took {:?}", t0.elapsed());
@@ -171,8 +181,18 @@ async fn run_isolation_env_cmd_names_limits(rt: Runtime) {
     assert!(e["Status"].as_str().unwrap().starts_with("Exited (7)"), "{e}");
 
     // kill -s, restart, rm -f of a running container.
-    env.ok(&["run", "-d", "--name", "victim", &bb, "sh", "-c", "trap 'exit 9' USR1; while true; do sleep 0.1; done"])
-        .await;
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        &bb,
+        "sh",
+        "-c",
+        "trap 'exit 9' USR1; echo armed; while true; do sleep 0.1; done",
+    ])
+    .await;
+    wait_armed(&env, "victim").await;
     env.ok(&["kill", "-s", "USR1", "victim"]).await;
     assert_eq!(env.ok(&["wait", "victim"]).await.trim(), "9");
     env.ok(&["restart", "-t", "1", "victim"]).await;
@@ -258,4 +278,14 @@ async fn prune_removes_snapshots_no_image_or_container_uses() {
     env.ok(&["rmi", &bb]).await;
     env.ok(&["system", "prune", "-f"]).await;
     assert_eq!(count(), 0, "an unused snapshot survived prune:\n{}", env.runtime.log());
+}
+
+/// PID 1 of a PID namespace drops the signals it has no handler for (as in docker), so a test
+/// that signals a trapping shell waits until it printed "armed" after setting its trap.
+async fn wait_armed(env: &Env, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.ok(&["logs", name]).await.contains("armed") {
+        assert!(Instant::now() < deadline, "{name} never printed 'armed'");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
