@@ -851,9 +851,13 @@ impl Networks {
     pub async fn detach(&self, id: &str) {
         let lease: Option<Lease> =
             std::fs::read(self.lease_path(id)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let table = self.cfg.nft_table.clone();
-        let cid = id.to_string();
-        let _ = tokio::task::spawn_blocking(move || nft::delete_rules(&table, &cid)).await;
+        // Rules are only ever set after the lease is saved (and stale ones are swept by
+        // cleanup_stale), so without a lease there is nothing to delete: skip the nft exec.
+        if lease.is_some() {
+            let table = self.cfg.nft_table.clone();
+            let cid = id.to_string();
+            let _ = tokio::task::spawn_blocking(move || nft::delete_rules(&table, &cid)).await;
+        }
         let veth = veth_name(id);
         if netlink::link_exists(veth.clone()).await.unwrap_or(false) {
             let _ = netlink::delete_link(veth).await;

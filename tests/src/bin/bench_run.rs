@@ -2,11 +2,16 @@
 //!
 //! Measured side by side in one run, all storage on a freshly made loop-mounted ext4 (see
 //! shared/PEERS.md):
-//! 1. warm `berth run --rm busybox true` (CLI → gRPC → runtime-svc → shim → runc) vs
-//!    `podman run --rm --network none busybox true` vs `runc run` of an equivalent bundle;
+//! 1. warm `berth run --rm --network none busybox true` (CLI → gRPC → runtime-svc → shim → OCI
+//!    runtime) vs `podman run --rm --network none busybox true` vs `runc run` (and the built-in
+//!    `berth-runc run`) of an equivalent bundle;
 //! 2. first run of a not-yet-pulled multi-layer image (pull + unpack + start) vs podman;
 //! 3. 50 detached containers started, listed and removed, vs podman;
 //! 4. RSS of an idle container's shim (vs conmon) and of runtime-svc.
+//!
+//! Berth is measured twice, as two separate stacks (store, registry and runtime services each,
+//! so that both pull from scratch): with the built-in runtime (berth-runc, the default) and with
+//! `runtime = "runc"`. Every container, berth's and podman's, runs with `--network none`.
 //!
 //! Needs root. Prints a markdown table with the ratios against the targets.
 
@@ -150,6 +155,8 @@ impl Podman {
 }
 
 struct Berth {
+    /// "built-in" or "runc".
+    label: &'static str,
     _store: Service,
     _registry: Service,
     runtime: Service,
@@ -157,7 +164,11 @@ struct Berth {
 }
 
 impl Berth {
-    async fn start(root: &Path) -> Result<Self> {
+    /// A complete stack under `root`; `runc` selects `runtime = "runc"` in runtime-svc's config.
+    async fn start(root: &Path, runc: bool) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let conf = root.join("runtime.toml");
+        std::fs::write(&conf, if runc { "runtime = \"runc\"\n" } else { "" })?;
         let store = Service::builder("store-svc").root(root.join("store")).start().await;
         let registry = Service::builder("registry-svc")
             .root(root.join("registry"))
@@ -169,6 +180,8 @@ impl Berth {
             .root(root.join("runtime"))
             .arg("--store")
             .arg(store.endpoint().to_string())
+            .arg("--config")
+            .arg(conf.display().to_string())
             .start()
             .await;
         let env = vec![
@@ -177,7 +190,7 @@ impl Berth {
             ("BERTH_RUNTIME".into(), runtime.endpoint().to_string()),
             ("BERTH_ROOT".into(), root.join("cli").display().to_string()),
         ];
-        Ok(Berth { _store: store, _registry: registry, runtime, env })
+        Ok(Berth { label: if runc { "runc" } else { "built-in" }, _store: store, _registry: registry, runtime, env })
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -271,6 +284,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `run --rm --network none IMAGE true` (every berth and podman container has no network).
+const RUN_TRUE: [&str; 4] = ["run", "--rm", "--network", "none"];
+
 async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     eprintln!("starting registry and pushing fixtures…");
@@ -278,15 +298,21 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     let bb = registry.push_fixture(Fixture::Busybox, "busybox")?;
     let big_layout = runnable_big(&mnt.join("big-layout"))?;
     let big = registry.push_layout(&big_layout, "big")?;
-    let berth = Berth::start(&mnt.join("berth")).await?;
+    let berths = [Berth::start(&mnt.join("berth"), false).await?, Berth::start(&mnt.join("berth-runc"), true).await?];
     let podman = Podman::new(&mnt.join("podman"))?;
+    let run_true = |img: &str| -> Vec<String> {
+        RUN_TRUE.iter().map(|s| s.to_string()).chain([img.to_string(), "true".to_string()]).collect()
+    };
+    let bb_true = run_true(&bb);
 
-    // Warm-up: both pull busybox and run it once.
-    sh(&mut berth.cmd(&["run", "--rm", &bb, "true"]))?;
+    // Warm-up: all pull busybox and run it once.
+    for b in &berths {
+        sh(&mut b.cmd(&args(&bb_true)))?;
+    }
     sh(&mut podman.cmd(&["pull", "-q", "--tls-verify=false", &bb]))?;
-    sh(&mut podman.cmd(&["run", "--rm", "--network", "none", &bb, "true"]))?;
+    sh(&mut podman.cmd(&args(&bb_true)))?;
 
-    // A runc bundle of the same busybox.
+    // A bundle of the same busybox for bare `runc run` / `berth-runc run`.
     let bundle = mnt.join("runc-bundle");
     std::fs::create_dir_all(bundle.join("rootfs/bin"))?;
     std::fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox"))?;
@@ -298,79 +324,103 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     spec["root"]["readonly"] = false.into();
     std::fs::write(bundle.join("config.json"), serde_json::to_vec(&spec)?)?;
     let runc_root = mnt.join("runc-state");
+    let berth_runc = bin_path("berth-runc");
+    let berth_runc_root = mnt.join("berth-runc-state");
 
     eprintln!("warm runs ({WARM_RUNS} each, interleaved)…");
-    let (mut b, mut p, mut r) = (vec![], vec![], vec![]);
+    let (mut b, mut p, mut r, mut br) = ([vec![], vec![]], vec![], vec![], vec![]);
     for i in 0..WARM_RUNS {
-        b.push(timed(&mut berth.cmd(&["run", "--rm", &bb, "true"]))?);
-        p.push(timed(&mut podman.cmd(&["run", "--rm", "--network", "none", &bb, "true"]))?);
+        for (k, berth) in berths.iter().enumerate() {
+            b[k].push(timed(&mut berth.cmd(&args(&bb_true)))?);
+        }
+        p.push(timed(&mut podman.cmd(&args(&bb_true)))?);
         let id = format!("bench{i}");
         r.push(timed(Command::new("runc").arg("--root").arg(&runc_root).args(["run", "-b"]).arg(&bundle).arg(&id))?);
+        br.push(timed(
+            Command::new(&berth_runc).arg("--root").arg(&berth_runc_root).args(["run", "-b"]).arg(&bundle).arg(&id),
+        )?);
     }
-    let (b, p, r) = (median(b), median(p), median(r));
+    let (p, r, br) = (median(p), median(r), median(br));
+    for (k, berth) in berths.iter().enumerate() {
+        let bm = median(std::mem::take(&mut b[k]));
+        rows.push(Row {
+            what: format!("`run --rm busybox true` (median of {WARM_RUNS}), berth {} vs podman", berth.label),
+            berth: ms(bm),
+            peer: ms(p),
+            ratio: ratio(bm, p, 0.25),
+            target: "≤ 0.25×".into(),
+        });
+        rows.push(Row {
+            what: format!("same, berth {} vs bare `runc run` of an equivalent bundle", berth.label),
+            berth: ms(bm),
+            peer: ms(r),
+            ratio: ratio(bm, r, 2.0),
+            target: "≤ 2×".into(),
+        });
+    }
     rows.push(Row {
-        what: "`run --rm busybox true` (median) vs podman".into(),
-        berth: ms(b),
-        peer: ms(p),
-        ratio: ratio(b, p, 0.25),
-        target: "≤ 0.25×".into(),
-    });
-    rows.push(Row {
-        what: "`run --rm busybox true` vs bare `runc run`".into(),
-        berth: ms(b),
+        what: "bare `berth-runc run` vs bare `runc run` of the same bundle".into(),
+        berth: ms(br),
         peer: ms(r),
-        ratio: ratio(b, r, 2.0),
-        target: "≤ 2×".into(),
+        ratio: format!("{:.3}×", br.as_secs_f64() / r.as_secs_f64()),
+        target: "-".into(),
     });
 
     // Where berth's time goes: create, attach+start+exit, rm (medians of 5).
-    let (mut c, mut st, mut rmv) = (vec![], vec![], vec![]);
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let id = sh(&mut berth.cmd(&["create", &bb, "true"]))?.trim().to_string();
-        c.push(t0.elapsed());
-        st.push(timed(&mut berth.cmd(&["start", "-a", &id]))?);
-        rmv.push(timed(&mut berth.cmd(&["rm", &id]))?);
+    let create_true: Vec<String> =
+        ["create", "--network", "none", bb.as_str(), "true"].iter().map(|s| s.to_string()).collect();
+    for berth in &berths {
+        let (mut c, mut st, mut rmv) = (vec![], vec![], vec![]);
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            let id = sh(&mut berth.cmd(&args(&create_true)))?.trim().to_string();
+            c.push(t0.elapsed());
+            st.push(timed(&mut berth.cmd(&["start", "-a", &id]))?);
+            rmv.push(timed(&mut berth.cmd(&["rm", &id]))?);
+        }
+        eprintln!(
+            "berth {} phases (median): create {}, start -a (attach+start+exit) {}, rm {}",
+            berth.label,
+            ms(median(c)),
+            ms(median(st)),
+            ms(median(rmv))
+        );
     }
-    eprintln!(
-        "berth phases (median): create {}, start -a (attach+start+exit) {}, rm {}",
-        ms(median(c)),
-        ms(median(st)),
-        ms(median(rmv))
-    );
     show(&rows);
-    eprintln!("first run of a 5-layer image not yet pulled…");
-    let bt = timed(&mut berth.cmd(&["run", "--rm", &big, "true"]))?;
-    let pt = timed(&mut podman.cmd(&["run", "--rm", "--network", "none", "--tls-verify=false", &big, "true"]))?;
-    rows.push(Row {
-        what: "first run, 6 layers / 100 MB / 10k files (pull+unpack+start)".into(),
-        berth: ms(bt),
-        peer: ms(pt),
-        ratio: ratio(bt, pt, 0.3),
-        target: "≤ 0.3×".into(),
-    });
 
-    show(&rows);
+    eprintln!("first run of a 6-layer image not yet pulled…");
+    let big_true = run_true(&big);
+    for (k, berth) in berths.iter().enumerate() {
+        // The second stack pulls and runs in two commands to show where the time goes (the
+        // sum is what one `run` does, plus one more CLI start).
+        let bt = if k == 0 {
+            timed(&mut berth.cmd(&args(&big_true)))?
+        } else {
+            let pull = timed(&mut berth.cmd(&["pull", "-q", &big]))?;
+            let run = timed(&mut berth.cmd(&args(&big_true)))?;
+            eprintln!("berth {}: pull {}, then run (unpack + start) {}", berth.label, ms(pull), ms(run));
+            pull + run
+        };
+        // podman pulls again for each comparison (its copy of the image removed in between).
+        let _ = podman.cmd(&["rmi", "-f", &big]).stderr(Stdio::null()).status();
+        let mut pargs = args(&big_true);
+        pargs.insert(1, "--tls-verify=false");
+        let pt = timed(&mut podman.cmd(&pargs))?;
+        rows.push(Row {
+            what: format!(
+                "first run, 6 layers / 100 MB / 10k files (pull+unpack+start), berth {}{}",
+                berth.label,
+                if k == 0 { "" } else { " (pull, then run)" }
+            ),
+            berth: ms(bt),
+            peer: ms(pt),
+            ratio: ratio(bt, pt, 0.3),
+            target: "≤ 0.3×".into(),
+        });
+        show(&rows);
+    }
+
     eprintln!("{MANY} detached containers…");
-    let t0 = Instant::now();
-    let mut ids = vec![];
-    for _ in 0..MANY {
-        ids.push(sh(&mut berth.cmd(&["run", "-d", &bb, "sleep", "1000"]))?.trim().to_string());
-    }
-    let listed = sh(&mut berth.cmd(&["ps", "-q"]))?.lines().count();
-    let b_start_list = t0.elapsed();
-    // Idle memory while they run.
-    let shim = rss_of(&["berth-shim", &ids[0]]);
-    let shim_detail = shim.and_then(|(pid, _)| pss_private_kib(pid));
-    let svc = berth.runtime.pid().and_then(rss_kib);
-    let mut rm = vec!["rm", "-f"];
-    rm.extend(ids.iter().map(String::as_str));
-    sh(&mut berth.cmd(&rm))?;
-    let bt = t0.elapsed();
-    if listed != MANY {
-        bail!("berth ps listed {listed} containers, expected {MANY}");
-    }
-
     let t0 = Instant::now();
     let mut pids = vec![];
     for _ in 0..MANY {
@@ -389,30 +439,52 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
         let _ = podman.cmd(&rm).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
     let pt = t0.elapsed();
-    rows.push(Row {
-        what: format!("{MANY} × `run -d` + `ps` + one `rm -f` of all"),
-        berth: format!("{} (start+list {})", ms(bt), ms(b_start_list)),
-        peer: format!("{} (start+list {})", ms(pt), ms(p_start_list)),
-        ratio: ratio(bt, pt, 0.25),
-        target: "≤ 0.25×".into(),
-    });
-    let shim_kib = shim.map(|s| s.1).unwrap_or(0);
     let detail =
         |d: Option<(u64, u64)>| d.map(|(pss, private)| format!(" (PSS {pss}, private {private})")).unwrap_or_default();
-    rows.push(Row {
-        what: "RSS of an idle container's supervisor (berth-shim vs conmon), KiB".into(),
-        berth: format!("{shim_kib}{}", detail(shim_detail)),
-        peer: format!("{}{}", conmon.map(|c| c.1).unwrap_or(0), detail(conmon_detail)),
-        ratio: format!("{} ", if shim_kib > 0 && shim_kib <= 2048 { "✅" } else { "❌" }),
-        target: "≤ 2 MB".into(),
-    });
-    rows.push(Row {
-        what: format!("RSS of runtime-svc (after {MANY} containers)"),
-        berth: format!("{} KiB", svc.unwrap_or(0)),
-        peer: "-".into(),
-        ratio: "-".into(),
-        target: "-".into(),
-    });
+
+    for berth in &berths {
+        let t0 = Instant::now();
+        let mut ids = vec![];
+        for _ in 0..MANY {
+            ids.push(sh(&mut berth.cmd(&["run", "-d", "--network", "none", &bb, "sleep", "1000"]))?.trim().to_string());
+        }
+        let listed = sh(&mut berth.cmd(&["ps", "-q"]))?.lines().count();
+        let b_start_list = t0.elapsed();
+        // Idle memory while they run.
+        let shim = rss_of(&["berth-shim", &ids[0]]);
+        let shim_detail = shim.and_then(|(pid, _)| pss_private_kib(pid));
+        let svc = berth.runtime.pid().and_then(rss_kib);
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(ids.iter().map(String::as_str));
+        sh(&mut berth.cmd(&rm))?;
+        let bt = t0.elapsed();
+        if listed != MANY {
+            bail!("berth ps listed {listed} containers, expected {MANY}");
+        }
+        rows.push(Row {
+            what: format!("{MANY} × `run -d` + `ps` + one `rm -f` of all, berth {}", berth.label),
+            berth: format!("{} (start+list {})", ms(bt), ms(b_start_list)),
+            peer: format!("{} (start+list {})", ms(pt), ms(p_start_list)),
+            ratio: ratio(bt, pt, 0.25),
+            target: "≤ 0.25×".into(),
+        });
+        let shim_kib = shim.map(|s| s.1).unwrap_or(0);
+        rows.push(Row {
+            what: format!("RSS of an idle container's supervisor (berth-shim vs conmon), KiB, berth {}", berth.label),
+            berth: format!("{shim_kib}{}", detail(shim_detail)),
+            peer: format!("{}{}", conmon.map(|c| c.1).unwrap_or(0), detail(conmon_detail)),
+            ratio: format!("{} ", if shim_kib > 0 && shim_kib <= 2048 { "✅" } else { "❌" }),
+            target: "≤ 2 MB".into(),
+        });
+        rows.push(Row {
+            what: format!("RSS of runtime-svc (with {MANY} containers running), berth {}", berth.label),
+            berth: format!("{} KiB", svc.unwrap_or(0)),
+            peer: "-".into(),
+            ratio: "-".into(),
+            target: "-".into(),
+        });
+        show(&rows);
+    }
     // Podman's leftovers.
     let _ = podman.cmd(&["rm", "-a", "-f"]).stderr(Stdio::null()).status();
     let _ = podman.cmd(&["system", "prune", "-a", "-f"]).stderr(Stdio::null()).stdout(Stdio::null()).status();
