@@ -158,7 +158,11 @@ fn channel_builder(ep: &Endpoint, tls: Option<&ClientTls>) -> Result<tonic::tran
     let mut b = tonic::transport::Endpoint::from_shared(uri)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        // Fixed large windows instead of hyper's adaptive ones (which start at 64 KiB and grow
+        // only after BDP pings): a blob stream of 1 MiB messages never waits for WINDOW_UPDATEs.
+        .http2_adaptive_window(false)
+        .initial_stream_window_size(crate::server::HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(crate::server::HTTP2_CONNECTION_WINDOW);
     if let Endpoint::Tcp { authority, tls: true } = ep {
         let mut cfg = ClientTlsConfig::new().with_enabled_roots();
         let t = tls.cloned().unwrap_or_default();

@@ -79,6 +79,12 @@ impl ServeOptions {
 ///
 /// `ready` runs concurrently with serving; health flips to SERVING when it resolves `Ok`. If it
 /// fails, the server stops and the error is returned.
+/// HTTP/2 flow-control window per stream on both ends of every berth channel (8 MiB: several
+/// 1 MiB blob messages in flight without waiting for WINDOW_UPDATE frames).
+pub const HTTP2_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window per connection (16 MiB: two blob streams at full speed).
+pub const HTTP2_CONNECTION_WINDOW: u32 = 16 << 20;
+
 pub async fn serve(
     opts: ServeOptions,
     meta: ServiceMeta,
@@ -116,8 +122,12 @@ pub async fn serve_until(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for ep in &opts.listen {
-        let mut server =
-            Server::builder().tcp_nodelay(true).http2_adaptive_window(Some(true)).max_frame_size(Some(1024 * 1024 - 1));
+        let mut server = Server::builder()
+            .tcp_nodelay(true)
+            .http2_adaptive_window(Some(false))
+            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            .max_frame_size(Some(1024 * 1024 - 1));
         let mut stop = stop_rx.clone();
         let wait_stop = async move {
             let _ = stop.wait_for(|s| *s).await;
