@@ -955,6 +955,9 @@ impl Networks {
                 }
             }
             tracing::info!(id = %id, "releasing the network of a container that is gone");
+            // detach skips nft without a lease; a stale rule may have none.
+            let (table, cid) = (self.cfg.nft_table.clone(), id.clone());
+            let _ = tokio::task::spawn_blocking(move || nft::delete_rules(&table, &cid)).await;
             self.detach(id).await;
         }
         for f in claim_files {
