@@ -112,9 +112,24 @@ async fn publish_all_and_ranges() {
     assert!(ports.contains("81/tcp -> 0.0.0.0:"), "{ports}");
     let body = http_get_eventually(format!("127.0.0.1:{a}").parse().unwrap()).await;
     assert_eq!(body.as_deref(), Some("multi-page\n"));
-    env.ok(&["rm", "-f", "exposed", "multi"]).await;
+
+    // `-p LOW-HIGH:80`: the first free host port of the range; LOW is held by the test.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let low = held.local_addr().unwrap().port();
+    let high = low.saturating_add(20);
+    let spec = format!("{low}-{high}:80");
+    let id3 = env.httpd("ranged", 80, "ranged-page", &["-p", &spec]).await;
+    let out = env.ok(&["port", "ranged", "80"]).await;
+    let got: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("{out}"));
+    assert!(got > low && got <= high, "port {got} outside {low}-{high} or the held one");
+    let body = http_get_eventually(format!("127.0.0.1:{got}").parse().unwrap()).await;
+    assert_eq!(body.as_deref(), Some("ranged-page\n"));
+    drop(held);
+
+    env.ok(&["rm", "-f", "exposed", "multi", "ranged"]).await;
     assert_network_released(&env, &id);
     assert_network_released(&env, &id2);
+    assert_network_released(&env, &id3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

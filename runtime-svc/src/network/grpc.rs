@@ -40,7 +40,7 @@ pub fn port_from_pb(p: &pb::PortBinding) -> Result<PortBinding, RuntimeError> {
         return Err(RuntimeError::Invalid(format!("invalid proto: {}", p.protocol)));
     }
     let ok = |n: u32| n <= 65535;
-    if p.container_port == 0 || !ok(p.container_port) || !ok(p.host_port) {
+    if p.container_port == 0 || !ok(p.container_port) || !ok(p.host_port) || !ok(p.host_port_end) {
         return Err(RuntimeError::Invalid(format!("invalid port: {}:{}", p.host_port, p.container_port)));
     }
     if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::Ipv4Addr>().is_err() {
@@ -51,6 +51,7 @@ pub fn port_from_pb(p: &pb::PortBinding) -> Result<PortBinding, RuntimeError> {
         host_port: p.host_port as u16,
         container_port: p.container_port as u16,
         protocol,
+        host_port_end: if p.host_port_end > p.host_port { p.host_port_end as u16 } else { 0 },
     })
 }
 
@@ -61,6 +62,7 @@ pub fn port_to_pb(p: &PortBinding) -> pb::PortBinding {
         host_port: p.host_port.into(),
         container_port: p.container_port.into(),
         protocol: p.protocol.clone(),
+        host_port_end: p.host_port_end.into(),
     }
 }
 

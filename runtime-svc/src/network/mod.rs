@@ -69,6 +69,13 @@ pub struct PortBinding {
     pub container_port: u16,
     /// "tcp" or "udp".
     pub protocol: String,
+    /// Last port of a host range to choose the first free port from (0 = no range).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_port_end: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// What the user asked for.
@@ -648,6 +655,15 @@ impl Networks {
                 }
             };
             let shown = if w.host_ip.is_empty() { "0.0.0.0".to_string() } else { w.host_ip.clone() };
+            if w.host_port_end > w.host_port && w.host_port != 0 {
+                match self.claim_from_range(id, &proto, ip, w) {
+                    Ok(port) => {
+                        done.push(PortBinding { host_port: port, host_port_end: 0, protocol: proto, ..w.clone() });
+                        continue;
+                    }
+                    Err(e) => return fail(&done, e),
+                }
+            }
             let mut tries = 0;
             let port = loop {
                 tries += 1;
@@ -682,9 +698,30 @@ impl Networks {
                 host_port: port,
                 container_port: w.container_port,
                 protocol: proto,
+                host_port_end: 0,
             });
         }
         Ok(done)
+    }
+
+    /// The first port of `w.host_port..=w.host_port_end` that is free on the host and not
+    /// claimed by another container, claimed for `id`.
+    fn claim_from_range(&self, id: &str, proto: &str, ip: Ipv4Addr, w: &PortBinding) -> Result<u16, NetError> {
+        for candidate in w.host_port..=w.host_port_end {
+            if probe_bind(proto, ip, candidate).is_err() {
+                continue;
+            }
+            match write_new(&self.port_claim(proto, candidate), &owner(&self.root, id)) {
+                Ok(true) => return Ok(candidate),
+                Ok(false) => continue,
+                Err(e) => return Err(NetError::Setup(e.to_string())),
+            }
+        }
+        let shown = if w.host_ip.is_empty() { "0.0.0.0" } else { &w.host_ip };
+        Err(NetError::PortInUse(format!(
+            "driver failed programming external connectivity on endpoint: Bind for {shown}:{}-{} failed: all ports are allocated",
+            w.host_port, w.host_port_end
+        )))
     }
 
     fn ensure_base(&self, bridges: &[&str]) -> Result<(), NetError> {
@@ -768,6 +805,7 @@ impl Networks {
                         host_port: 0,
                         container_port: p,
                         protocol: proto.into(),
+                        host_port_end: 0,
                     });
                 }
             }

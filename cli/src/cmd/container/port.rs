@@ -60,6 +60,16 @@ pub fn parse_publish(spec: &str) -> Result<Vec<pb::PortBinding>> {
         vec![0; (c1 - c0 + 1) as usize]
     } else {
         let (h0, h1) = range(host, "host port", spec)?;
+        if c0 == c1 && h1 > h0 {
+            // `8000-8010:80`: one binding, the first free host port of the range (docker's).
+            return Ok(vec![pb::PortBinding {
+                host_ip: ip.to_string(),
+                host_port: h0,
+                container_port: c0,
+                protocol: proto,
+                host_port_end: h1,
+            }]);
+        }
         if h1 - h0 != c1 - c0 {
             return Err(anyhow!(
                 "invalid ranges in published port {spec:?}: host and container ranges must have the same length"
@@ -74,6 +84,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<pb::PortBinding>> {
             host_port: h,
             container_port: c,
             protocol: proto.clone(),
+            host_port_end: 0,
         })
         .collect())
 }
@@ -155,6 +166,8 @@ mod tests {
         assert_eq!(r.iter().map(|p| (p.host_port, p.container_port)).collect::<Vec<_>>(), vec![(8080, 80), (8081, 81)]);
         assert_eq!(parse_publish("80-82").unwrap().len(), 3);
         assert!(parse_publish("8080-8082:80-81").is_err());
+        let r = parse_publish("8000-8010:80").unwrap();
+        assert_eq!((r.len(), r[0].host_port, r[0].host_port_end, r[0].container_port), (1, 8000, 8010, 80));
         assert!(parse_publish("x:80").is_err());
         assert!(parse_publish("80/sctp").is_err());
         assert!(parse_publish("1.2.3:80:80").is_err());
@@ -168,6 +181,7 @@ mod tests {
                 host_port: 8080,
                 container_port: 80,
                 protocol: "tcp".into(),
+                host_port_end: 0,
             }],
             exposed_ports: vec!["80/tcp".into(), "443/tcp".into()],
             ..Default::default()
