@@ -495,7 +495,12 @@ impl Manager {
         let passwd = read_in_root(&rootfs, "etc/passwd").unwrap_or_default();
         let group = read_in_root(&rootfs, "etc/group").unwrap_or_default();
         let (uid, gid, extra) = spec::resolve_user(&rec.run.user, &passwd, &group).map_err(RuntimeError::Invalid)?;
-        let hostname = if rec.run.hostname.is_empty() { rec.id[..12].to_string() } else { rec.run.hostname.clone() };
+        // `--network host` without `--hostname` takes the host's name, as docker's.
+        let mut run = rec.run.clone();
+        if run.hostname.is_empty() && rec.net.request.mode == "host" {
+            run.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        }
+        let hostname = if run.hostname.is_empty() { rec.id[..12].to_string() } else { run.hostname.clone() };
         std::fs::write(dir.join("hostname"), format!("{hostname}\n")).ctx(|| "writing hostname".into())?;
         let attached = self.net.attach(&rec.id, &rec.name, &hostname, &rec.net, &dir).await?;
         let cgroup = self.cgroup_of(&rec.id);
@@ -514,7 +519,7 @@ impl Manager {
             resolv_file: &dir.join("resolv.conf"),
             nofile: self.nofile,
         };
-        let oci = spec::build(&rec.run, &rec.host, &inp).map_err(RuntimeError::Invalid)?;
+        let oci = spec::build(&run, &rec.host, &inp).map_err(RuntimeError::Invalid)?;
         let user_mounts =
             crate::mounts::setup(&rootfs, &rec.mount_points, &self.volumes).map_err(RuntimeError::Invalid)?;
         let oci = crate::mounts::apply(oci, &user_mounts, rec.host.readonly_rootfs).map_err(RuntimeError::Invalid)?;

@@ -25,6 +25,9 @@ async fn none_and_host_modes() {
     let o = env.ok(&["run", "--rm", &bb, "ip", "route"]).await;
     assert!(o.contains("default via 172.17.0.1 dev eth0"), "{o}");
     // host: the host's interfaces.
+    let o = env.ok(&["run", "--rm", "--network", "host", &bb, "hostname"]).await;
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(o.trim(), host_name.trim(), "host mode takes the host's name, as docker's");
     let o = env.ok(&["run", "--rm", "--network", "host", &bb, "ls", "/sys/class/net"]).await;
     let mut seen: Vec<String> = o.split_whitespace().map(String::from).collect();
     seen.sort();
