@@ -14,6 +14,10 @@
 //! `runtime = "runc"`. Every container, berth's and podman's, runs with `--network none`.
 //!
 //! Needs root. Prints a markdown table with the ratios against the targets.
+//!
+//! `--only warm,first,fifty,rss` (comma-separated or repeated) measures only those parts:
+//! `warm` (1, with the create/start/rm phases), `first` (2), `fifty` (3, which also gives the
+//! RSS rows of 4), `rss` (4 alone, on a few idle containers). Default: all.
 
 use anyhow::{bail, Context, Result};
 use berth_tests::fixtures::Fixture;
@@ -30,10 +34,11 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench_run needs root");
     }
+    let only = Only::parse(std::env::args().skip(1))?;
     let rt = tokio::runtime::Runtime::new()?;
     let work = tempfile::Builder::new().prefix("berth-bench-run").tempdir()?;
     let fs = LoopFs::new(work.path())?;
-    let result = rt.block_on(bench(&fs.mnt));
+    let result = rt.block_on(bench(&fs.mnt, &only));
     drop(fs);
     let rows = result?;
     println!("\n| measurement | berth | peer | ratio | target |");
@@ -42,6 +47,35 @@ fn main() -> Result<()> {
         println!("{r}");
     }
     Ok(())
+}
+
+/// Which parts to measure (`--only`).
+struct Only(Vec<String>);
+
+impl Only {
+    const PARTS: [&'static str; 4] = ["warm", "first", "fifty", "rss"];
+
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
+        let mut parts = vec![];
+        while let Some(a) = args.next() {
+            let v = match a.strip_prefix("--only=") {
+                Some(v) => v.to_string(),
+                None if a == "--only" => args.next().context("--only needs a value")?,
+                None => bail!("unknown argument {a:?} (usage: bench_run [--only warm,first,fifty,rss])"),
+            };
+            for p in v.split(',').filter(|p| !p.is_empty()) {
+                if !Self::PARTS.contains(&p) {
+                    bail!("--only {p:?}: expected one of {:?}", Self::PARTS);
+                }
+                parts.push(p.to_string());
+            }
+        }
+        Ok(Only(if parts.is_empty() { Self::PARTS.iter().map(|p| p.to_string()).collect() } else { parts }))
+    }
+
+    fn has(&self, part: &str) -> bool {
+        self.0.iter().any(|p| p == part)
+    }
 }
 
 struct Row {
@@ -291,18 +325,23 @@ fn args(v: &[String]) -> Vec<&str> {
 /// `run --rm --network none IMAGE true` (every berth and podman container has no network).
 const RUN_TRUE: [&str; 4] = ["run", "--rm", "--network", "none"];
 
-async fn bench(mnt: &Path) -> Result<Vec<Row>> {
+fn run_true(img: &str) -> Vec<String> {
+    RUN_TRUE.iter().map(|s| s.to_string()).chain([img.to_string(), "true".to_string()]).collect()
+}
+
+async fn bench(mnt: &Path, only: &Only) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     eprintln!("starting registry and pushing fixtures…");
     let registry = Registry::start()?;
     let bb = registry.push_fixture(Fixture::Busybox, "busybox")?;
-    let big_layout = runnable_big(&mnt.join("big-layout"))?;
-    let big = registry.push_layout(&big_layout, "big")?;
+    let big = if only.has("first") {
+        let big_layout = runnable_big(&mnt.join("big-layout"))?;
+        registry.push_layout(&big_layout, "big")?
+    } else {
+        String::new()
+    };
     let berths = [Berth::start(&mnt.join("berth"), false).await?, Berth::start(&mnt.join("berth-runc"), true).await?];
     let podman = Podman::new(&mnt.join("podman"))?;
-    let run_true = |img: &str| -> Vec<String> {
-        RUN_TRUE.iter().map(|s| s.to_string()).chain([img.to_string(), "true".to_string()]).collect()
-    };
     let bb_true = run_true(&bb);
 
     // Warm-up: all pull busybox and run it once.
@@ -312,6 +351,27 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     sh(&mut podman.cmd(&["pull", "-q", "--tls-verify=false", &bb]))?;
     sh(&mut podman.cmd(&args(&bb_true)))?;
 
+    if only.has("warm") {
+        warm(mnt, &berths, &podman, &bb, &mut rows)?;
+    }
+    if only.has("first") {
+        first(&berths, &podman, &big, &mut rows)?;
+    }
+    if only.has("fifty") {
+        fifty(&berths, &podman, &bb, &mut rows)?;
+    } else if only.has("rss") {
+        idle_rss(&berths, &podman, &bb, &mut rows)?;
+    }
+    // Podman's leftovers.
+    let _ = podman.cmd(&["rm", "-a", "-f"]).stderr(Stdio::null()).status();
+    let _ = podman.cmd(&["system", "prune", "-a", "-f"]).stderr(Stdio::null()).stdout(Stdio::null()).status();
+    Ok(rows)
+}
+
+/// Warm `run --rm` of busybox: berth (both runtimes), podman, bare runc and bare berth-runc,
+/// interleaved; then berth's create / start -a / rm phases.
+fn warm(mnt: &Path, berths: &[Berth; 2], podman: &Podman, bb: &str, rows: &mut Vec<Row>) -> Result<()> {
+    let bb_true = run_true(bb);
     // A bundle of the same busybox for bare `runc run` / `berth-runc run`.
     let bundle = mnt.join("runc-bundle");
     std::fs::create_dir_all(bundle.join("rootfs/bin"))?;
@@ -367,9 +427,8 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     });
 
     // Where berth's time goes: create, attach+start+exit, rm (medians of 5).
-    let create_true: Vec<String> =
-        ["create", "--network", "none", bb.as_str(), "true"].iter().map(|s| s.to_string()).collect();
-    for berth in &berths {
+    let create_true: Vec<String> = ["create", "--network", "none", bb, "true"].iter().map(|s| s.to_string()).collect();
+    for berth in berths {
         let (mut c, mut st, mut rmv) = (vec![], vec![], vec![]);
         for _ in 0..5 {
             let t0 = Instant::now();
@@ -386,23 +445,27 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
             ms(median(rmv))
         );
     }
-    show(&rows);
+    show(rows);
+    Ok(())
+}
 
+/// First run of the not-yet-pulled 6-layer image, berth (both runtimes) vs podman.
+fn first(berths: &[Berth; 2], podman: &Podman, big: &str, rows: &mut Vec<Row>) -> Result<()> {
     eprintln!("first run of a 6-layer image not yet pulled…");
-    let big_true = run_true(&big);
+    let big_true = run_true(big);
     for (k, berth) in berths.iter().enumerate() {
         // The second stack pulls and runs in two commands to show where the time goes (the
         // sum is what one `run` does, plus one more CLI start).
         let bt = if k == 0 {
             timed(&mut berth.cmd(&args(&big_true)))?
         } else {
-            let pull = timed(&mut berth.cmd(&["pull", "-q", &big]))?;
+            let pull = timed(&mut berth.cmd(&["pull", "-q", big]))?;
             let run = timed(&mut berth.cmd(&args(&big_true)))?;
             eprintln!("berth {}: pull {}, then run (unpack + start) {}", berth.label, ms(pull), ms(run));
             pull + run
         };
         // podman pulls again for each comparison (its copy of the image removed in between).
-        let _ = podman.cmd(&["rmi", "-f", &big]).stderr(Stdio::null()).status();
+        let _ = podman.cmd(&["rmi", "-f", big]).stderr(Stdio::null()).status();
         let mut pargs = args(&big_true);
         pargs.insert(1, "--tls-verify=false");
         let pt = timed(&mut podman.cmd(&pargs))?;
@@ -417,14 +480,30 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
             ratio: ratio(bt, pt, 0.3),
             target: "≤ 0.3×".into(),
         });
-        show(&rows);
+        show(rows);
     }
+    Ok(())
+}
 
-    eprintln!("{MANY} detached containers…");
+/// 50 detached containers started, listed and removed, berth (both runtimes) vs podman, with
+/// the idle supervisors' RSS measured while they run.
+fn fifty(berths: &[Berth; 2], podman: &Podman, bb: &str, rows: &mut Vec<Row>) -> Result<()> {
+    many(berths, podman, bb, MANY, true, rows)
+}
+
+/// RSS of a few idle containers' supervisors alone (`--only rss`).
+fn idle_rss(berths: &[Berth; 2], podman: &Podman, bb: &str, rows: &mut Vec<Row>) -> Result<()> {
+    many(berths, podman, bb, 5, false, rows)
+}
+
+/// `n` detached containers started, listed and removed, berth (both runtimes) vs podman, with
+/// the idle supervisors' RSS measured while they run; `timing` adds the time rows.
+fn many(berths: &[Berth; 2], podman: &Podman, bb: &str, n: usize, timing: bool, rows: &mut Vec<Row>) -> Result<()> {
+    eprintln!("{n} detached containers…");
     let t0 = Instant::now();
     let mut pids = vec![];
-    for _ in 0..MANY {
-        pids.push(sh(&mut podman.cmd(&["run", "-d", "--network", "none", &bb, "sleep", "1000"]))?.trim().to_string());
+    for _ in 0..n {
+        pids.push(sh(&mut podman.cmd(&["run", "-d", "--network", "none", bb, "sleep", "1000"]))?.trim().to_string());
     }
     sh(&mut podman.cmd(&["ps", "-q"]))?;
     let p_start_list = t0.elapsed();
@@ -442,51 +521,56 @@ async fn bench(mnt: &Path) -> Result<Vec<Row>> {
     let detail =
         |d: Option<(u64, u64)>| d.map(|(pss, private)| format!(" (PSS {pss}, private {private})")).unwrap_or_default();
 
-    for berth in &berths {
+    for berth in berths {
         let t0 = Instant::now();
         let mut ids = vec![];
-        for _ in 0..MANY {
-            ids.push(sh(&mut berth.cmd(&["run", "-d", "--network", "none", &bb, "sleep", "1000"]))?.trim().to_string());
+        for _ in 0..n {
+            ids.push(sh(&mut berth.cmd(&["run", "-d", "--network", "none", bb, "sleep", "1000"]))?.trim().to_string());
         }
         let listed = sh(&mut berth.cmd(&["ps", "-q"]))?.lines().count();
         let b_start_list = t0.elapsed();
-        // Idle memory while they run.
-        let shim = rss_of(&["berth-shim", &ids[0]]);
-        let shim_detail = shim.and_then(|(pid, _)| pss_private_kib(pid));
+        // Idle memory while they run: every shim's RSS (the target holds for each), and the
+        // PSS / private memory of the first.
+        std::thread::sleep(Duration::from_millis(300));
+        let shims: Vec<(u32, u64)> = ids.iter().filter_map(|id| rss_of(&["berth-shim", id])).collect();
+        let shim_detail = shims.first().and_then(|(pid, _)| pss_private_kib(*pid));
         let svc = berth.runtime.pid().and_then(rss_kib);
         let mut rm = vec!["rm", "-f"];
         rm.extend(ids.iter().map(String::as_str));
         sh(&mut berth.cmd(&rm))?;
         let bt = t0.elapsed();
-        if listed != MANY {
-            bail!("berth ps listed {listed} containers, expected {MANY}");
+        if listed != n {
+            bail!("berth ps listed {listed} containers, expected {n}");
         }
+        if timing {
+            rows.push(Row {
+                what: format!("{n} × `run -d` + `ps` + one `rm -f` of all, berth {}", berth.label),
+                berth: format!("{} (start+list {})", ms(bt), ms(b_start_list)),
+                peer: format!("{} (start+list {})", ms(pt), ms(p_start_list)),
+                ratio: ratio(bt, pt, 0.25),
+                target: "≤ 0.25×".into(),
+            });
+        }
+        let (lo, hi) = (shims.iter().map(|s| s.1).min().unwrap_or(0), shims.iter().map(|s| s.1).max().unwrap_or(0));
         rows.push(Row {
-            what: format!("{MANY} × `run -d` + `ps` + one `rm -f` of all, berth {}", berth.label),
-            berth: format!("{} (start+list {})", ms(bt), ms(b_start_list)),
-            peer: format!("{} (start+list {})", ms(pt), ms(p_start_list)),
-            ratio: ratio(bt, pt, 0.25),
-            target: "≤ 0.25×".into(),
-        });
-        let shim_kib = shim.map(|s| s.1).unwrap_or(0);
-        rows.push(Row {
-            what: format!("RSS of an idle container's supervisor (berth-shim vs conmon), KiB, berth {}", berth.label),
-            berth: format!("{shim_kib}{}", detail(shim_detail)),
+            what: format!(
+                "RSS of idle containers' supervisors (berth-shim min–max of {} vs conmon), KiB, berth {}",
+                shims.len(),
+                berth.label
+            ),
+            berth: format!("{lo}–{hi}{}", detail(shim_detail)),
             peer: format!("{}{}", conmon.map(|c| c.1).unwrap_or(0), detail(conmon_detail)),
-            ratio: format!("{} ", if shim_kib > 0 && shim_kib <= 2048 { "✅" } else { "❌" }),
+            ratio: format!("{} ", if shims.len() == n && lo > 0 && hi <= 2048 { "✅" } else { "❌" }),
             target: "≤ 2 MB".into(),
         });
         rows.push(Row {
-            what: format!("RSS of runtime-svc (with {MANY} containers running), berth {}", berth.label),
+            what: format!("RSS of runtime-svc (with {n} containers running), berth {}", berth.label),
             berth: format!("{} KiB", svc.unwrap_or(0)),
             peer: "-".into(),
             ratio: "-".into(),
             target: "-".into(),
         });
-        show(&rows);
+        show(rows);
     }
-    // Podman's leftovers.
-    let _ = podman.cmd(&["rm", "-a", "-f"]).stderr(Stdio::null()).status();
-    let _ = podman.cmd(&["system", "prune", "-a", "-f"]).stderr(Stdio::null()).stdout(Stdio::null()).status();
-    Ok(rows)
+    Ok(())
 }
