@@ -322,18 +322,44 @@ impl Puller {
     ) -> Result<Done> {
         let r = Reference::parse(reference).map_err(|e| RegistryError::InvalidReference(e.to_string()))?;
         let platform = platform.unwrap_or_else(Platform::host);
+        let name = match r.digest() {
+            Some(d) => r.with_digest(d.clone()).to_string(),
+            None => r.to_string(),
+        };
         let t0 = std::time::Instant::now();
-        let res = self.resolve(&r, &platform).await?;
+        // The lease that protects the pull's blobs from GC is made while the manifest is
+        // resolved: two round trips (to the store, to the registry) at once.
+        let (res, lease) = tokio::join!(self.resolve(&r, &platform), self.store.create_lease(&name, 3600));
+        let res = match res {
+            Ok(res) => res,
+            Err(e) => {
+                if let Ok(l) = &lease {
+                    self.store.delete_lease(l).await;
+                }
+                return Err(e);
+            }
+        };
+        let lease = lease?;
         let t_resolved = t0.elapsed();
-        let ep = res.endpoint.clone();
-        let cfg_desc = res.manifest.config.clone();
-
-        // The config first (small): a manifest whose config is missing or bad fails before any
-        // layer is transferred.
-        if cfg_desc.size > MAX_DOCUMENT_BYTES as i64 || cfg_desc.size < 0 {
-            return Err(bad("config", &cfg_desc.digest, &ep, format!("its size {} is out of range", cfg_desc.size)));
+        let out = self.pull_resolved(&res, &name, &lease, &events, t0, t_resolved).await;
+        if out.is_err() {
+            // On success the store released it with the record.
+            self.store.delete_lease(&lease).await;
         }
-        let cfg_resp = self.upstream.blob(&ep, &r, &cfg_desc.digest.to_string(), 0).await?.ok_or_else(|| {
+        let done = out?;
+        let _ = events.send(Event::Done(done.clone())).await;
+        Ok(done)
+    }
+
+    /// Fetches and checks the config (at most `MAX_DOCUMENT_BYTES`, digest and size as the
+    /// manifest says, JSON with one diff_id per layer).
+    async fn fetch_config(&self, res: &Resolved) -> Result<Bytes> {
+        let (ep, r) = (&res.endpoint, &res.reference);
+        let cfg_desc = &res.manifest.config;
+        if cfg_desc.size > MAX_DOCUMENT_BYTES as i64 || cfg_desc.size < 0 {
+            return Err(bad("config", &cfg_desc.digest, ep, format!("its size {} is out of range", cfg_desc.size)));
+        }
+        let cfg_resp = self.upstream.blob(ep, r, &cfg_desc.digest.to_string(), 0).await?.ok_or_else(|| {
             RegistryError::BlobNotFound {
                 what: "config",
                 digest: cfg_desc.digest.to_string(),
@@ -341,15 +367,14 @@ impl Puller {
                 registry: ep.base.clone(),
             }
         })?;
-        let cfg_bytes = read_limited(cfg_resp, MAX_DOCUMENT_BYTES)
-            .await
-            .map_err(|why| bad("config", &cfg_desc.digest, &ep, why))?;
+        let cfg_bytes =
+            read_limited(cfg_resp, MAX_DOCUMENT_BYTES).await.map_err(|why| bad("config", &cfg_desc.digest, ep, why))?;
         let got = Digest::of(&cfg_bytes);
         if got != cfg_desc.digest || cfg_bytes.len() as i64 != cfg_desc.size {
             return Err(bad(
                 "config",
                 &cfg_desc.digest,
-                &ep,
+                ep,
                 format!(
                     "the registry sent {} bytes with digest {got}; the manifest says {} bytes",
                     cfg_bytes.len(),
@@ -358,36 +383,49 @@ impl Puller {
             ));
         }
         let config: ImageConfig = serde_json::from_slice(&cfg_bytes)
-            .map_err(|e| bad("config", &cfg_desc.digest, &ep, format!("invalid JSON: {e}")))?;
+            .map_err(|e| bad("config", &cfg_desc.digest, ep, format!("invalid JSON: {e}")))?;
         if config.rootfs.diff_ids.len() != res.manifest.layers.len() {
             return Err(bad(
                 "config",
                 &cfg_desc.digest,
-                &ep,
+                ep,
                 format!("it lists {} diff_ids for {} layers", config.rootfs.diff_ids.len(), res.manifest.layers.len()),
             ));
         }
+        Ok(Bytes::from(cfg_bytes))
+    }
 
-        let name = match r.digest() {
-            Some(d) => r.with_digest(d.clone()).to_string(),
-            None => r.to_string(),
-        };
+    async fn pull_resolved(
+        self: &Arc<Self>,
+        res: &Resolved,
+        name: &str,
+        lease: &str,
+        events: &mpsc::Sender<Event>,
+        t0: std::time::Instant,
+        t_resolved: Duration,
+    ) -> Result<Done> {
+        let m = &res.manifest;
+        // The config (small) is fetched and checked before any layer, so a manifest whose config
+        // is missing or bad fails before a layer is transferred; meanwhile the store says which
+        // blobs it has (and leases them).
+        let mut all: Vec<Digest> = m.layers.iter().map(|l| l.digest.clone()).collect();
+        all.push(m.config.digest.clone());
+        all.push(res.manifest_desc.digest.clone());
+        all.push(res.target.digest.clone());
+        let (cfg_bytes, present) = tokio::join!(self.fetch_config(res), self.store.present_leased(lease, &all));
+        let (cfg_bytes, present) = (cfg_bytes?, present?);
         let _ = events
             .send(Event::Started(Box::new(Started {
-                name: name.clone(),
+                name: name.to_string(),
                 target: res.target.clone(),
                 manifest: res.manifest_desc.clone(),
-                layers: res.manifest.layers.clone(),
-                config: cfg_desc.clone(),
-                endpoint: ep.base.clone(),
+                layers: m.layers.clone(),
+                config: m.config.clone(),
+                endpoint: res.endpoint.base.clone(),
             })))
             .await;
-
         let t_config = t0.elapsed();
-        let lease = self.store.create_lease(&name, 3600).await?;
-        let out = self.pull_blobs(&res, &name, Bytes::from(cfg_bytes), &lease, &events).await;
-        self.store.delete_lease(&lease).await;
-        let done = out?;
+        let done = self.pull_blobs(res, name, cfg_bytes, lease, &present, events).await?;
         tracing::info!(
             %name,
             fetched = done.blobs_fetched,
@@ -397,7 +435,6 @@ impl Puller {
             blobs_and_record_ms = (t0.elapsed() - t_config).as_millis() as u64,
             "pulled"
         );
-        let _ = events.send(Event::Done(done.clone())).await;
         Ok(done)
     }
 
@@ -407,17 +444,10 @@ impl Puller {
         name: &str,
         cfg_bytes: Bytes,
         lease: &str,
+        present: &std::collections::HashSet<Digest>,
         events: &mpsc::Sender<Event>,
     ) -> Result<Done> {
         let m = &res.manifest;
-        let mut all: Vec<Digest> = m.layers.iter().map(|l| l.digest.clone()).collect();
-        all.push(m.config.digest.clone());
-        all.push(res.manifest_desc.digest.clone());
-        all.push(res.target.digest.clone());
-        let present = self.store.present(&all).await?;
-        for d in &present {
-            self.store.lease_blob(lease, d).await?;
-        }
         let mut missing = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut blobs_present = 0u32;
@@ -457,7 +487,9 @@ impl Puller {
         .await?;
         let mut bytes_downloaded: u64 = downloaded.iter().sum();
 
-        // Config, manifest and index together (after the layers, so a failed pull leaves none).
+        // Config, manifest and index go with the record in one call, after the layers (so a
+        // failed pull leaves none of them); the store makes every blob durable before the record
+        // points at them, and releases the lease.
         let mut small = Vec::new();
         if !present.contains(&m.config.digest) {
             bytes_downloaded += cfg_bytes.len() as u64;
@@ -469,17 +501,8 @@ impl Puller {
         if res.target.digest != res.manifest_desc.digest && !present.contains(&res.target.digest) {
             small.push((res.target.digest.clone(), res.target_bytes.clone()));
         }
-        let (prev, puts) = tokio::join!(
-            self.store.record_target(name),
-            futures::future::try_join_all(small.into_iter().map(|(d, b)| {
-                let store = self.store.clone();
-                async move { store.put_blob(&d, b, lease).await }
-            }))
-        );
-        puts?;
-        let prev = prev?;
+        let prev = self.store.commit_image(name, &res.target, small, lease).await?;
         let updated = prev.as_deref() != Some(res.target.digest.to_string().as_str());
-        self.store.put_record(name, &res.target).await?;
         Ok(Done {
             name: name.to_string(),
             target: res.target.clone(),
@@ -587,7 +610,8 @@ impl Puller {
         lease: &str,
         tx: &watch::Sender<Progress>,
     ) -> Result<u64> {
-        let ingest_ref = format!("pull-{}", desc.digest.hex());
+        // Unique per attempt: no stale ingest of an earlier failed attempt to clear first.
+        let ingest_ref = format!("pull-{}-{}", desc.digest.hex(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut ing = self.store.ingest(&ingest_ref, &desc.digest, desc.size, lease).await?;
         match self.download(ep, r, desc, &mut ing, tx).await {
             Ok(n) => {
@@ -628,7 +652,8 @@ impl Puller {
     ) -> Result<u64> {
         let size = desc.size as u64;
         let rc = self.upstream.ranges();
-        if rc.threshold > 0 && rc.parallel > 1 && size >= rc.threshold && size > rc.segment {
+        let remote = !crate::upstream::is_loopback(&ep.host);
+        if rc.threshold > 0 && rc.parallel > 1 && size >= rc.threshold && size > rc.segment && (remote || rc.loopback) {
             let digest = desc.digest.to_string();
             tx.send_modify(|p| {
                 p.state = BlobState::Downloading;

@@ -80,14 +80,18 @@ impl Store {
         spb::content_client::ContentClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
     }
 
-    /// Which of `digests` the store has.
-    pub async fn present(&self, digests: &[Digest]) -> Result<HashSet<Digest>, RegistryError> {
-        let req = spb::StatManyRequest { digests: digests.iter().map(|d| d.to_string()).collect() };
-        let resp = self.content().stat_many(req).await.map_err(store_err)?.into_inner();
+    /// Which of `digests` the store has; those present are attached to `lease` in the same step.
+    pub async fn present_leased(&self, lease: &str, digests: &[Digest]) -> Result<HashSet<Digest>, RegistryError> {
+        let mut c = spb::leases_client::LeasesClient::new(self.channel.clone());
+        let req =
+            spb::AddPresentRequest { id: lease.to_string(), digests: digests.iter().map(|d| d.to_string()).collect() };
+        let resp = c.add_present(req).await.map_err(store_err)?.into_inner();
         Ok(resp.present.iter().filter_map(|b| b.digest.parse().ok()).collect())
     }
 
-    /// Opens (a fresh) ingest for `digest`, protected by `lease`.
+    /// Opens a new ingest for `digest` under `reference` (unique to this attempt, so there is no
+    /// stale ingest to clear first), protected by `lease`. The data starts flowing at once; the
+    /// store's answers come at commit.
     pub async fn ingest(
         &self,
         reference: &str,
@@ -95,21 +99,6 @@ impl Store {
         size: i64,
         lease: &str,
     ) -> Result<Ingest, RegistryError> {
-        self.open_ingest(reference, digest, size, lease, true).await
-    }
-
-    async fn open_ingest(
-        &self,
-        reference: &str,
-        digest: &Digest,
-        size: i64,
-        lease: &str,
-        fresh_check: bool,
-    ) -> Result<Ingest, RegistryError> {
-        if fresh_check {
-            // A stale ingest of the same ref (an earlier failed pull) would not match offset 0.
-            let _ = self.content().abort_write(spb::AbortWriteRequest { r#ref: reference.to_string() }).await;
-        }
         let (tx, rx) = mpsc::channel(4);
         let mut client = self.content();
         let done = tokio::spawn(async move { client.write(ReceiverStream::new(rx)).await.map(|r| r.into_inner()) });
@@ -131,37 +120,27 @@ impl Store {
         let _ = self.content().abort_write(spb::AbortWriteRequest { r#ref: reference.to_string() }).await;
     }
 
-    /// Writes a small blob in one message and commits it.
-    pub async fn put_blob(&self, digest: &Digest, data: Bytes, lease: &str) -> Result<(), RegistryError> {
-        let reference = format!("pull-small-{}-{}", digest.hex(), uuid::Uuid::new_v4());
-        // A unique ref: no stale ingest to clear. Data and commit in one message.
-        let mut ing = self.open_ingest(&reference, digest, data.len() as i64, lease, false).await?;
-        let msg = spb::WriteRequest { offset: 0, data, commit: true, ..Default::default() };
-        ing.send(msg).await?;
-        ing.tx = None;
-        match (&mut ing.done).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(s)) => Err(store_err(s)),
-            Err(e) => Err(store_err(tonic::Status::internal(e.to_string()))),
-        }
-    }
-
-    /// The record's current target digest, if the record exists.
-    pub async fn record_target(&self, name: &str) -> Result<Option<String>, RegistryError> {
-        let mut c = spb::images_client::ImagesClient::new(self.channel.clone());
-        match c.get(spb::GetImageRequest { name: name.to_string() }).await {
-            Ok(r) => Ok(r.into_inner().image.and_then(|i| i.target).map(|t| t.digest)),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(store_err(s)),
-        }
-    }
-
-    /// Creates or replaces an image record.
-    pub async fn put_record(&self, name: &str, target: &Descriptor) -> Result<(), RegistryError> {
-        let mut c = spb::images_client::ImagesClient::new(self.channel.clone());
+    /// Stores the small `blobs` (manifests, config), makes every blob durable, sets the record
+    /// `name` → `target` and releases `lease`, in one call. Returns the record's previous target.
+    pub async fn commit_image(
+        &self,
+        name: &str,
+        target: &Descriptor,
+        blobs: Vec<(Digest, Bytes)>,
+        lease: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let mut c = spb::images_client::ImagesClient::new(self.channel.clone()).max_encoding_message_size(64 << 20);
         let image = spb::Image { name: name.to_string(), target: Some(target.to_proto()), ..Default::default() };
-        c.put(spb::PutImageRequest { image: Some(image) }).await.map_err(store_err)?;
-        Ok(())
+        let req = spb::CommitImageRequest {
+            image: Some(image),
+            blobs: blobs
+                .into_iter()
+                .map(|(d, data)| spb::InlineBlob { digest: d.to_string(), data: data.to_vec() })
+                .collect(),
+            release_lease: lease.to_string(),
+        };
+        let resp = c.commit(req).await.map_err(store_err)?.into_inner();
+        Ok(Some(resp.previous_target).filter(|p| !p.is_empty()))
     }
 
     /// Creates a lease that expires on its own after `ttl_seconds`.

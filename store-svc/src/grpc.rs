@@ -257,6 +257,24 @@ impl pb::images_server::Images for ImagesService {
         Ok(Response::new(pb::PutImageResponse { image: Some(image_out(r)) }))
     }
 
+    async fn commit(&self, req: Request<pb::CommitImageRequest>) -> Res<pb::CommitImageResponse> {
+        let r = req.into_inner();
+        let image = r.image.ok_or_else(|| StoreError::InvalidArgument("image is required".into()))?;
+        let target = descriptor_in("image.target", image.target)?;
+        let blobs = r
+            .blobs
+            .into_iter()
+            .map(|b| Ok((parse_digest("blobs[].digest", &b.digest)?, bytes::Bytes::from(b.data))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let lease = (!r.release_lease.is_empty()).then_some(r.release_lease.as_str());
+        let (rec, previous) =
+            self.0.image_commit(&image.name, target, image.labels.into_iter().collect(), blobs, lease).await?;
+        Ok(Response::new(pb::CommitImageResponse {
+            image: Some(image_out(rec)),
+            previous_target: previous.map(|d| d.to_string()).unwrap_or_default(),
+        }))
+    }
+
     async fn delete(&self, req: Request<pb::DeleteImageRequest>) -> Res<pb::DeleteImageResponse> {
         self.0.image_delete(&req.into_inner().name).await?;
         Ok(Response::new(pb::DeleteImageResponse {}))
@@ -325,6 +343,16 @@ impl pb::leases_server::Leases for LeasesService {
         let ingest = (!r.ingest.is_empty()).then_some(r.ingest.as_str());
         self.0.lease_add(&r.id, digest.as_ref(), ingest).await?;
         Ok(Response::new(pb::AddLeaseResourceResponse {}))
+    }
+
+    async fn add_present(&self, req: Request<pb::AddPresentRequest>) -> Res<pb::AddPresentResponse> {
+        let r = req.into_inner();
+        let digests = r.digests.iter().map(|d| parse_digest("digests[]", d)).collect::<Result<Vec<_>, _>>()?;
+        let (present, missing) = self.0.lease_add_present(&r.id, &digests).await?;
+        Ok(Response::new(pb::AddPresentResponse {
+            present: present.into_iter().map(blob_info).collect(),
+            missing: missing.into_iter().map(|d| d.to_string()).collect(),
+        }))
     }
 }
 

@@ -274,6 +274,11 @@ impl Store {
             io.writer = Some(self.backend.stage_open(&entry.id).await?);
             io.hasher = None;
         }
+        if io.hasher.is_none() && io.writer.as_ref().is_some_and(|w| w.is_empty()) {
+            // Nothing staged (a new ingest): nothing to re-hash.
+            io.hasher = Some(Sha256::new());
+            entry.set_offset(0);
+        }
         if io.hasher.is_none() {
             // After a restart (or a failed write): hash what is staged, once.
             let mut hasher = Sha256::new();

@@ -6,9 +6,12 @@
 //! ran before (and the check fails loudly) or runs after (and sees the reference).
 
 use crate::error::{Result, StoreError};
-use crate::model::{name_id, validate_label_like, validate_name, CacheEntry, Descriptor, ImageRecord, Lease};
+use crate::model::{
+    blob_key, name_id, validate_label_like, validate_name, BlobInfo, CacheEntry, Descriptor, ImageRecord, Lease,
+};
 use crate::store::{Store, CACHE, IMAGES, LEASES};
 use berth_common::Digest;
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -58,6 +61,8 @@ impl Store {
         validate_label_like("image name", name)?;
         let _gc = self.gc_lock.read().await;
         self.check_target(&format!("image {name}"), &target).await?;
+        // Blobs committed so far become durable under their names before a record points at them.
+        self.backend.barrier().await?;
         let mut images = self.images.lock().await;
         let now = SystemTime::now();
         let created_at = images.get(name).map(|r| r.created_at).unwrap_or(now);
@@ -65,6 +70,61 @@ impl Store {
         self.put_record(&format!("{IMAGES}{}.json", name_id(name)), &rec).await?;
         images.insert(name.to_string(), rec.clone());
         Ok(rec)
+    }
+
+    /// Finishes an image in one step: stores the small `blobs` (each checked against its
+    /// digest), makes every blob committed so far durable, creates or replaces the record for
+    /// `name` and releases `release_lease`. Returns the record and the target it had before.
+    pub async fn image_commit(
+        &self,
+        name: &str,
+        target: Descriptor,
+        labels: BTreeMap<String, String>,
+        blobs: Vec<(Digest, Bytes)>,
+        release_lease: Option<&str>,
+    ) -> Result<(ImageRecord, Option<Digest>)> {
+        validate_label_like("image name", name)?;
+        if let Some(l) = release_lease {
+            validate_name("lease id", l)?;
+        }
+        let blobs = tokio::task::spawn_blocking(move || {
+            for (d, data) in &blobs {
+                let actual = Digest::of(data);
+                if actual != *d {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "inline blob {d}: its {} bytes hash to {actual}; nothing was stored",
+                        data.len()
+                    )));
+                }
+            }
+            Ok(blobs)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))??;
+        let rec;
+        let previous;
+        {
+            let _gc = self.gc_lock.read().await;
+            if !blobs.is_empty() {
+                self.backend.put_new(blobs.into_iter().map(|(d, b)| (blob_key(&d), b)).collect()).await?;
+            }
+            self.check_target(&format!("image {name}"), &target).await?;
+            self.backend.barrier().await?;
+            let mut images = self.images.lock().await;
+            let now = SystemTime::now();
+            previous = images.get(name).map(|r| r.target.digest.clone());
+            let created_at = images.get(name).map(|r| r.created_at).unwrap_or(now);
+            rec = ImageRecord { name: name.to_string(), target, created_at, updated_at: now, labels };
+            self.put_record(&format!("{IMAGES}{}.json", name_id(name)), &rec).await?;
+            images.insert(name.to_string(), rec.clone());
+        }
+        if let Some(l) = release_lease {
+            match self.lease_delete(l).await {
+                Ok(()) | Err(StoreError::LeaseNotFound(_)) => {}
+                Err(e) => tracing::warn!(lease = l, error = %e, "cannot release the lease after committing the image"),
+            }
+        }
+        Ok((rec, previous))
     }
 
     /// Removes the record for `name` (its blobs stay until GC).
@@ -100,6 +160,7 @@ impl Store {
         validate_label_like("cache key", key)?;
         let _gc = self.gc_lock.read().await;
         self.check_target(&format!("cache entry {key}"), &target).await?;
+        self.backend.barrier().await?;
         let mut cache = self.cache.lock().await;
         let now = SystemTime::now();
         let created_at = cache.get(key).map(|e| e.created_at).unwrap_or(now);
@@ -190,6 +251,31 @@ impl Store {
     pub async fn lease_add(&self, id: &str, digest: Option<&Digest>, ingest: Option<&str>) -> Result<()> {
         let _gc = self.gc_lock.read().await;
         self.lease_add_locked(id, digest, ingest).await
+    }
+
+    /// Which of `digests` are present (in order) and which are missing; the present ones are
+    /// attached to lease `id` in the same step (under the GC lock, so none is swept in between).
+    pub async fn lease_add_present(&self, id: &str, digests: &[Digest]) -> Result<(Vec<BlobInfo>, Vec<Digest>)> {
+        validate_name("lease id", id)?;
+        let _gc = self.gc_lock.read().await;
+        self.live_lease(id).await?;
+        let (present, missing) = self.stat_many(digests).await?;
+        if !present.is_empty() {
+            let now = SystemTime::now();
+            let mut leases = self.leases.lock().await;
+            let lease =
+                leases.get(id).filter(|l| !l.expired(now)).ok_or_else(|| StoreError::LeaseNotFound(id.to_string()))?;
+            let mut updated = lease.clone();
+            let mut changed = false;
+            for b in &present {
+                changed |= updated.digests.insert(b.digest.clone());
+            }
+            if changed {
+                self.put_volatile_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
+                leases.insert(id.to_string(), updated);
+            }
+        }
+        Ok((present, missing))
     }
 
     /// [`Store::lease_add`] for a caller that holds the GC lock already.

@@ -4,8 +4,12 @@
 //! ingests at `<root>/staging/<id>`, temp files of in-flight puts at `<root>/tmp/`.
 //!
 //! Crash safety: an object only ever appears under its key by `rename` of a complete file that was
-//! `fsync`ed first, and the directory is `fsync`ed after, so after a crash (kill -9 or power loss)
-//! a key holds either nothing, the old object or the complete new one. Blobs are published with
+//! `fsync`ed first, so after a crash (kill -9 or power loss) a key holds either nothing, the old
+//! object or the complete new one. Records ([`Backend::put`]) `fsync` their directory right after
+//! the rename. Blobs ([`Backend::stage_commit`], [`Backend::put_new`]) do not: their directories
+//! are remembered and `fsync`ed once by the next [`Backend::barrier`], which the store calls
+//! before it writes a record that points at blobs (so a pull of N blobs pays one directory sync
+//! instead of N, and a crash can lose a fresh blob's name only while nothing points at it). Blobs are published with
 //! `renameat2(RENAME_NOREPLACE)` (falling back to `link` + `unlink` where unsupported), so two
 //! writers of the same blob both succeed and exactly one copy is kept. Leftovers in `tmp/` are
 //! removed by [`Backend::recover`].
@@ -14,6 +18,7 @@ use super::{validate_key, Backend, BackendError, ByteStream, CommitOutcome, Obje
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -30,6 +35,21 @@ const STAGING: &str = "staging";
 #[derive(Clone, Debug)]
 pub struct FsBackend {
     root: PathBuf,
+    published: Arc<Published>,
+}
+
+/// Directories that gained blobs whose names are not yet durable (see [`Backend::barrier`]).
+#[derive(Debug, Default)]
+struct Published {
+    dirty: std::sync::Mutex<HashSet<PathBuf>>,
+    /// Held by the barrier in flight, so a concurrent one returns only after that sync is done.
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl Published {
+    fn mark(&self, dir: PathBuf) {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(dir);
+    }
 }
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -42,7 +62,7 @@ impl FsBackend {
             ensure_dir(&d)?;
         }
         let root = root.canonicalize().map_err(|e| BackendError::io("canonicalize", root.display().to_string(), e))?;
-        Ok(Self { root })
+        Ok(Self { root, published: Arc::default() })
     }
 
     /// The root directory.
@@ -387,6 +407,7 @@ impl Backend for FsBackend {
         let target = self.object_path(key)?;
         let key = key.to_string();
         let id = id.to_string();
+        let published = self.published.clone();
         blocking(move || {
             let f = match File::open(&staged) {
                 Ok(f) => f,
@@ -401,7 +422,8 @@ impl Backend for FsBackend {
             ensure_dir(&parent)?;
             let created = rename_noreplace(&staged, &target).map_err(|e| BackendError::io("commit", key.clone(), e))?;
             if created {
-                sync_dir(&parent)?;
+                // The name becomes durable at the next barrier.
+                published.mark(parent);
                 Ok(CommitOutcome::Created)
             } else {
                 std::fs::remove_file(&staged).map_err(|e| BackendError::io("delete staging", id, e))?;
@@ -409,6 +431,64 @@ impl Backend for FsBackend {
             }
         })
         .await
+    }
+
+    async fn put_new(&self, items: Vec<(String, Bytes)>) -> Result<Vec<CommitOutcome>> {
+        // One blocking task per object, so their fsyncs run (and are journaled) together.
+        let mut jobs = Vec::with_capacity(items.len());
+        for (key, data) in items {
+            let target = self.object_path(&key)?;
+            let tmp = self.root.join(TMP).join(uuid::Uuid::new_v4().simple().to_string());
+            let published = self.published.clone();
+            jobs.push(blocking(move || {
+                if target.is_file() {
+                    return Ok(CommitOutcome::AlreadyExists);
+                }
+                let parent = target.parent().expect("object path has a parent").to_path_buf();
+                ensure_dir(&parent)?;
+                let write = || -> std::io::Result<bool> {
+                    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                    f.write_all(&data)?;
+                    f.set_permissions(std::fs::Permissions::from_mode(0o444))?;
+                    f.sync_all()?;
+                    drop(f);
+                    rename_noreplace(&tmp, &target)
+                };
+                match write() {
+                    Ok(true) => {
+                        published.mark(parent);
+                        Ok(CommitOutcome::Created)
+                    }
+                    Ok(false) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Ok(CommitOutcome::AlreadyExists)
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(BackendError::io("put", key, e))
+                    }
+                }
+            }));
+        }
+        futures::future::try_join_all(jobs).await
+    }
+
+    async fn barrier(&self) -> Result<()> {
+        let _one = self.published.syncing.lock().await;
+        let dirs: Vec<PathBuf> =
+            std::mem::take(&mut *self.published.dirty.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let again = dirs.clone();
+        let r = blocking(move || dirs.iter().try_for_each(|d| sync_dir(d))).await;
+        if r.is_err() {
+            // Not known to be durable: the next barrier tries again.
+            for d in again {
+                self.published.mark(d);
+            }
+        }
+        r
     }
 }
 

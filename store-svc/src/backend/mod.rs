@@ -161,9 +161,35 @@ pub trait Backend: Send + Sync + 'static {
     /// Drops a staged ingest; `false` if it was absent.
     async fn stage_delete(&self, id: &str) -> Result<bool, BackendError>;
 
-    /// Publishes the staged ingest `id` under `key`, atomically and durably, never replacing an
-    /// existing object. The staged data is consumed either way.
+    /// Publishes the staged ingest `id` under `key`, atomically, never replacing an existing
+    /// object. The content is durable before it becomes visible under `key`; the name itself is
+    /// made durable by the next [`Backend::barrier`] (so many commits share one directory sync).
+    /// The staged data is consumed either way.
     async fn stage_commit(&self, id: &str, key: &str) -> Result<CommitOutcome, BackendError>;
+
+    /// Publishes several small immutable objects (e.g. manifests and configs) the way
+    /// [`Backend::stage_commit`] does: each atomically, content durable before it is visible,
+    /// never replacing an existing object; names durable at the next [`Backend::barrier`].
+    async fn put_new(&self, items: Vec<(String, Bytes)>) -> Result<Vec<CommitOutcome>, BackendError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, data) in items {
+            if self.head(&key).await?.is_some() {
+                out.push(CommitOutcome::AlreadyExists);
+            } else {
+                self.put(&key, data).await?;
+                out.push(CommitOutcome::Created);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes every object published so far by [`Backend::stage_commit`] and
+    /// [`Backend::put_new`] durable under its key. Called before a record that points at blobs
+    /// is written, so a crash can never leave a record whose blob is missing. Cheap when nothing
+    /// was published since the last barrier.
+    async fn barrier(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// Checks that `key` is a safe object key: `/`-separated non-empty segments of
