@@ -72,6 +72,9 @@ impl Built {
     }
 }
 
+/// Where [`cached`] builds its fixtures; removed at process exit.
+static FIXTURE_ROOT: OnceLock<PathBuf> = OnceLock::new();
+
 /// Builds each fixture once per process (in a temp dir that lives as long as the process).
 pub fn cached(f: Fixture) -> Result<Built> {
     static CACHE: OnceLock<Mutex<HashMap<Fixture, Built>>> = OnceLock::new();
@@ -81,7 +84,19 @@ pub fn cached(f: Fixture) -> Result<Built> {
     if let Some(b) = guard.get(&f) {
         return Ok(b.clone());
     }
-    let root = ROOT.get_or_init(|| tempfile::Builder::new().prefix("berth-fixtures").tempdir().expect("tempdir"));
+    let root = ROOT.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("berth-fixtures").tempdir().expect("tempdir");
+        // Statics are never dropped: remove the directory when the process exits instead.
+        let _ = FIXTURE_ROOT.set(dir.path().to_path_buf());
+        extern "C" fn remove_root() {
+            if let Some(p) = FIXTURE_ROOT.get() {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+        // SAFETY: registers a plain `extern "C" fn` without arguments, as atexit(3) requires.
+        unsafe { libc::atexit(remove_root) };
+        dir
+    });
     let dir = root.path().join(format!("{f:?}").replace([' ', '{', '}', ':', ','], "_"));
     let b = build(f, &dir)?;
     guard.insert(f, b.clone());
