@@ -17,8 +17,18 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Runs the spec's process like runc: looks the command up in the container's `$PATH` (runc's
 /// messages: `exec: "x": executable file not found in $PATH`, `…: permission denied`), then
 /// execve's it with the spec's environment (already set by libcontainer).
-#[derive(Clone)]
-pub struct RuncLikeExecutor;
+/// With `seccomp`, installs that compiled profile right before the `execve` (see `seccomp`).
+#[derive(Clone, Default)]
+pub struct RuncLikeExecutor {
+    seccomp: Option<std::sync::Arc<crate::seccomp::Program>>,
+}
+
+impl RuncLikeExecutor {
+    /// An executor that installs `prog` before running the payload.
+    pub fn with_seccomp(prog: crate::seccomp::Program) -> Self {
+        RuncLikeExecutor { seccomp: Some(std::sync::Arc::new(prog)) }
+    }
+}
 
 fn args_of(spec: &Spec) -> Option<&Vec<String>> {
     spec.process().as_ref().and_then(|p| p.args().as_ref()).filter(|a| !a.is_empty())
@@ -82,6 +92,10 @@ impl Executor for RuncLikeExecutor {
                 CString::new(b).unwrap_or_default()
             })
             .collect();
+        if let Some(filter) = &self.seccomp {
+            crate::seccomp::install(filter)
+                .map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
+        }
         let err = nix::unistd::execve(&prog, &argv, &envp).unwrap_err();
         let low = err.desc().to_lowercase();
         Err(ExecutorError::Other(format!("exec: \"{}\": {low}", args[0])))
@@ -168,7 +182,7 @@ pub fn exec(g: &Global, args: &[String]) -> Result<i32> {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(RuncLikeExecutor)
+        .with_executor(RuncLikeExecutor::default())
         .with_root_path(&g.root)?
         .with_pid_file(pid_file)?
         .with_console_socket(console)

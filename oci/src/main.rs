@@ -21,6 +21,7 @@
 
 mod exec;
 mod netns;
+mod seccomp;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
@@ -214,19 +215,35 @@ fn create(g: &Global, args: &[String], run: bool) -> Result<i32> {
         // `run` in the foreground waits for the init, which must then stay our child.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let mut c = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(exec::RuncLikeExecutor)
+    // The seccomp profile compiled once and installed by our executor (see `seccomp`); then
+    // libcontainer reads a copy of the spec without it from a private bundle dir.
+    let private = g.root.join(".bundles").join(&id);
+    let (executor, spec_dir) = match private_spec(&g.root, &bundle, &private) {
+        Some(prog) => (exec::RuncLikeExecutor::with_seccomp(prog), private.clone()),
+        None => (exec::RuncLikeExecutor::default(), bundle.clone()),
+    };
+    let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+        .with_executor(executor)
         .with_root_path(&g.root)?
         .with_pid_file(pid_file)?
         .with_console_socket(console)
         .with_preserved_fds(preserve_fds)
         .validate_id()?
-        .as_init(&bundle)
+        .as_init(&spec_dir)
         .with_systemd(false)
         .with_detach(detach)
         .with_no_pivot(no_pivot)
-        .build()
-        .map_err(|e| anyhow!("{}", exec::describe(&e)))?;
+        .build();
+    if spec_dir != bundle {
+        let _ = std::fs::remove_dir_all(&private);
+    }
+    let mut c = built.map_err(|e| anyhow!("{}", exec::describe(&e)))?;
+    if spec_dir != bundle {
+        // The state names the real bundle (whose config.json, with the profile, is what
+        // `exec` reads for the container's seccomp profile and hooks).
+        c.state.bundle = bundle.clone();
+        c.save().map_err(|e| anyhow!("{}", exec::describe(&e)))?;
+    }
     let pid = c.pid().ok_or_else(|| anyhow!("the container has no init pid"))?;
     // runc brings up the loopback interface of a new network namespace; libcontainer does not.
     if let Err(e) = netns::loopback_up(&bundle, pid.as_raw()) {
@@ -243,6 +260,30 @@ fn create(g: &Global, args: &[String], run: bool) -> Result<i32> {
     let code = wait_exit(pid.as_raw());
     let _ = c.delete(true);
     Ok(code)
+}
+
+/// When berth-runc installs the spec's seccomp profile itself: writes the spec without it to
+/// `private/config.json` (the rootfs path made absolute against the real bundle) and returns
+/// the compiled program. None (libcontainer does it all) when the profile is not one we take
+/// over or anything fails.
+fn private_spec(root: &Path, bundle: &Path, private: &Path) -> Option<seccomp::Program> {
+    use libcontainer::oci_spec::runtime::Spec;
+    let mut spec = Spec::load(bundle.join("config.json")).ok()?;
+    let prog = seccomp::take_over(root, &mut spec).ok()??;
+    if let Some(r) = spec.root().clone() {
+        let mut r = r;
+        if r.path().is_relative() {
+            r.set_path(bundle.join(r.path()));
+        }
+        spec.set_root(Some(r));
+    }
+    let _ = std::fs::remove_dir_all(private);
+    std::fs::create_dir_all(private).ok()?;
+    if spec.save(private.join("config.json")).is_err() {
+        let _ = std::fs::remove_dir_all(private);
+        return None;
+    }
+    Some(prog)
 }
 
 /// Waits for a child and returns its exit code as a shell reports it.

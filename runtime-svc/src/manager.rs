@@ -478,7 +478,12 @@ impl Manager {
         }
         let rootfs = dir.join("rootfs");
         let _ = Snapshotter::unmount_rootfs(&rootfs);
-        self.snap.mount_rootfs(&rec.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        // A --rm container's layer is thrown away at exit: no sync of the disk when it goes.
+        if !(rec.host.auto_remove
+            && crate::rootfs::mount_volatile(&rec.lowers, &dir.join("upper"), &dir.join("work"), &rootfs))
+        {
+            self.snap.mount_rootfs(&rec.lowers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        }
         let started = self.start_mounted(&entry, &rec).await;
         if let Err(e) = &started {
             if !matches!(e, RuntimeError::Start { .. }) {
