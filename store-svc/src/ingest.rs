@@ -530,7 +530,7 @@ impl Store {
             }
         }
         self.backend.delete_volatile(&entry.meta_key()).await?;
-        let info = self.stat(&actual).await?;
+        let info = BlobInfo { digest: actual.clone(), size, created_at: SystemTime::now() };
         tracing::debug!(digest = %actual, size, already_exists = outcome == crate::backend::CommitOutcome::AlreadyExists, "committed");
         Ok(WriteOutcome {
             offset: size,

@@ -87,7 +87,8 @@ impl Store {
         if let Some(l) = release_lease {
             validate_name("lease id", l)?;
         }
-        let blobs = tokio::task::spawn_blocking(move || {
+        let inline_bytes: usize = blobs.iter().map(|(_, b)| b.len()).sum();
+        let check = move || {
             for (d, data) in &blobs {
                 let actual = Digest::of(data);
                 if actual != *d {
@@ -98,24 +99,44 @@ impl Store {
                 }
             }
             Ok(blobs)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))??;
+        };
+        // Manifests and configs are a few KiB (microseconds to hash): only large ones are worth
+        // the hand-off to a blocking thread.
+        let blobs = if inline_bytes <= 256 << 10 {
+            check()?
+        } else {
+            tokio::task::spawn_blocking(check)
+                .await
+                .map_err(|e| StoreError::Internal(format!("hashing task failed: {e}")))??
+        };
         let rec;
         let previous;
         {
             let _gc = self.gc_lock.read().await;
-            if !blobs.is_empty() {
-                self.backend.put_new(blobs.into_iter().map(|(d, b)| (blob_key(&d), b)).collect()).await?;
+            // The target is either among `blobs` or must be in the store already.
+            let inline_target = blobs.iter().find(|(d, _)| *d == target.digest).map(|(_, b)| b.len() as u64);
+            match inline_target {
+                Some(size) if size != target.size => {
+                    return Err(StoreError::TargetSizeMismatch {
+                        what: format!("image {name}"),
+                        digest: target.digest.clone(),
+                        claimed: target.size,
+                        actual: size,
+                    })
+                }
+                Some(_) => {}
+                None => self.check_target(&format!("image {name}"), &target).await?,
             }
-            self.check_target(&format!("image {name}"), &target).await?;
-            self.backend.barrier().await?;
             let mut images = self.images.lock().await;
             let now = SystemTime::now();
             previous = images.get(name).map(|r| r.target.digest.clone());
             let created_at = images.get(name).map(|r| r.created_at).unwrap_or(now);
             rec = ImageRecord { name: name.to_string(), target, created_at, updated_at: now, labels };
-            self.put_record(&format!("{IMAGES}{}.json", name_id(name)), &rec).await?;
+            let key = format!("{IMAGES}{}.json", name_id(name));
+            let data = serde_json::to_vec_pretty(&rec)
+                .map_err(|e| StoreError::CorruptRecord { key: key.clone(), detail: e.to_string() })?;
+            let items = blobs.into_iter().map(|(d, b)| (blob_key(&d), b)).collect();
+            self.backend.put_new_then_record(items, &key, Bytes::from(data)).await?;
             images.insert(name.to_string(), rec.clone());
         }
         if let Some(l) = release_lease {

@@ -183,6 +183,22 @@ pub trait Backend: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Publishes `items` (as [`Backend::put_new`]) and then creates or replaces the record `key`
+    /// (as [`Backend::put`]) so that the record is durable only after every blob published so
+    /// far is (a [`Backend::barrier`] in between). The filesystem backend writes and syncs the
+    /// record's temp file while the blobs are synced, so the whole costs three fsync latencies.
+    async fn put_new_then_record(
+        &self,
+        items: Vec<(String, Bytes)>,
+        key: &str,
+        data: Bytes,
+    ) -> Result<Vec<CommitOutcome>, BackendError> {
+        let out = self.put_new(items).await?;
+        self.barrier().await?;
+        self.put(key, data).await?;
+        Ok(out)
+    }
+
     /// Makes every object published so far by [`Backend::stage_commit`] and
     /// [`Backend::put_new`] durable under its key. Called before a record that points at blobs
     /// is written, so a crash can never leave a record whose blob is missing. Cheap when nothing
