@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
+mod prefetch;
 mod storage;
 
 impl From<RuntimeError> for GrpcStatus {
@@ -149,6 +150,7 @@ impl pb::runtime_server::Runtime for RuntimeService {
     type AttachStream = BoxStream<pb::AttachResponse>;
     type ExecStream = BoxStream<pb::AttachResponse>;
     type LogsStream = BoxStream<pb::LogsResponse>;
+    type PrefetchStream = BoxStream<pb::PrefetchEvent>;
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<Self::CreateStream>, GrpcStatus> {
         let r = req.into_inner();
@@ -357,6 +359,13 @@ impl pb::runtime_server::Runtime for RuntimeService {
             let _ = fwd.await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn prefetch(
+        &self,
+        req: Request<Streaming<pb::PrefetchRequest>>,
+    ) -> Result<Response<Self::PrefetchStream>, GrpcStatus> {
+        Ok(Response::new(prefetch::serve(self.m.clone(), req.into_inner())))
     }
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, GrpcStatus> {

@@ -11,6 +11,7 @@
 //! - [`mounts`], [`volume`]: binds, volumes (copy-up), tmpfs and --read-only; mount points made
 //!   inside the rootfs with openat2(RESOLVE_IN_ROOT). [`restart`]: restart policies with
 //!   docker's backoff. [`stats`]: top and stats from the container's cgroup.
+//! - [`prefetch`]: layers unpacked while their image is still being pulled (`Prefetch` RPC).
 //! - [`rootfs`]: the `volatile` overlay of a `--rm` container (no sync of the disk at exit).
 //! - [`spec`]: the OCI runtime bundle (`config.json`) with Docker's isolation defaults.
 //! - [`seccomp`]: the default seccomp profile (Docker's allowlist, embedded as data).
@@ -28,6 +29,7 @@ pub mod logs;
 pub mod manager;
 pub mod mounts;
 pub mod network;
+pub mod prefetch;
 pub mod restart;
 pub mod rootfs;
 pub mod seccomp;

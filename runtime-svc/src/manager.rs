@@ -323,6 +323,11 @@ impl Manager {
         containers_dir(&self.root).join(id).join("log.json")
     }
 
+    /// The snapshotter and the store-svc channel (for [`crate::prefetch`]).
+    pub(crate) fn snapshot_parts(&self) -> (&Snapshotter, &tonic::transport::Channel) {
+        (&self.snap, &self.store)
+    }
+
     /// Makes a container from an image (fetching and unpacking layers as needed).
     pub async fn create(
         self: &Arc<Self>,

@@ -6,6 +6,7 @@
 
 mod attach;
 mod exec;
+mod firstrun;
 mod logs;
 mod port;
 mod ps_filter;

@@ -157,6 +157,18 @@ pub async fn pull(
     quiet: bool,
     to_stderr: bool,
 ) -> Result<Pulled> {
+    pull_observed(ctx, reference, platform, quiet, to_stderr, &mut |_| {}).await
+}
+
+/// [`pull`], handing every progress event to `observe` too (`run` unpacks layers as they land).
+pub async fn pull_observed(
+    ctx: &Context,
+    reference: &str,
+    platform: Option<&str>,
+    quiet: bool,
+    to_stderr: bool,
+    observe: &mut (dyn FnMut(&rpb::pull_event::Event) + Send),
+) -> Result<Pulled> {
     let r = parse_ref(reference)?;
     let plat = parse_platform(platform)?;
     let tty = if to_stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
@@ -173,7 +185,7 @@ pub async fn pull(
     let mut done = None;
     loop {
         match stream.message().await {
-            Ok(Some(ev)) => match ev.event {
+            Ok(Some(ev)) => match ev.event.inspect(|e| observe(e)) {
                 Some(rpb::pull_event::Event::Started(s)) => ui.started(&s),
                 Some(rpb::pull_event::Event::Blob(b)) => ui.blob(&b),
                 Some(rpb::pull_event::Event::Done(d)) => done = Some(d),

@@ -18,6 +18,7 @@
 mod error;
 mod mount;
 mod source;
+mod staged;
 mod unpack;
 
 #[cfg(test)]
@@ -25,10 +26,12 @@ mod tests;
 
 pub use error::SnapshotError;
 pub use source::{FileLayerSource, LayerReader, LayerSource, StoreLayerSource};
+pub use staged::{Blob, Prefetch};
 
 use berth_common::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,6 +81,10 @@ pub struct SnapshotInfo {
     pub entries: u64,
     /// When it was unpacked, seconds since the Unix epoch.
     pub created_unix: i64,
+    /// The kernel's boot ID when it was unpacked (empty: written by an older version, which
+    /// synced every snapshot before committing it). See [`Snapshotter::open_with`].
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// Limits and parallelism of the snapshotter.
@@ -129,6 +136,32 @@ struct Inner {
     /// One async lock per chain ID being prepared: the first caller unpacks, the others wait.
     locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// This boot's ID, written into every snapshot's metadata.
+    boot_id: String,
+    /// Wakes the background sync after a commit.
+    sync_tx: Mutex<std::sync::mpsc::Sender<()>>,
+    /// Layers unpacked ahead of their image config (see [`staged`]).
+    staged: Mutex<HashMap<Digest, Arc<staged::Slot>>>,
+}
+
+/// Waits for commits, lets them settle, then syncs and records the durable mark; ends when the
+/// snapshotter is dropped.
+fn background_sync(inner: std::sync::Weak<Inner>, rx: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while rx.recv().is_ok() {
+        let first = std::time::Instant::now();
+        loop {
+            match rx.recv_timeout(SYNC_QUIET) {
+                Ok(()) if first.elapsed() < SYNC_MAX_DELAY => continue,
+                Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = inner.sync_durable() {
+            tracing::warn!(error = %e, "syncing the snapshots failed; they are unpacked again after a crash of the machine");
+        }
+    }
 }
 
 #[derive(Default)]
@@ -138,6 +171,17 @@ struct Index {
 }
 
 const META: &str = "meta.json";
+/// Holds N: every snapshot with an ID up to N is on disk (a `syncfs` finished after it was
+/// committed).
+const DURABLE: &str = "durable";
+/// How long the background sync waits for unpacks to stop coming before it syncs (and at most).
+const SYNC_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+const SYNC_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// This boot of the kernel (a new value after every reboot, so after every power loss).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
 
 impl Snapshotter {
     /// Opens (creating if needed) the snapshotter at `root` with default limits.
@@ -147,6 +191,13 @@ impl Snapshotter {
 
     /// Opens with explicit limits. Removes what a crash left in `tmp/` (half-unpacked layers) and
     /// snapshot directories without valid metadata, and rebuilds the index from `meta.json` files.
+    ///
+    /// Layers are committed without waiting for their data to reach the disk: a background
+    /// `syncfs` follows the commits and then records the highest snapshot ID it covered in
+    /// `durable`. A snapshot unpacked during an earlier boot of the kernel whose ID is above that
+    /// mark may have lost data in a crash of the machine (the page cache is gone), so it is removed
+    /// here and unpacked again from the store when needed. A crash of this process alone loses
+    /// nothing: the kernel still has the data.
     pub fn open_with(root: PathBuf, config: SnapshotConfig) -> Result<Self, SnapshotError> {
         let snapshots = root.join("snapshots");
         let tmp = root.join("tmp");
@@ -160,12 +211,25 @@ impl Snapshotter {
             tracing::info!(path = %p.display(), "removing an unfinished unpack left by an earlier run");
             remove_any(&p)?;
         }
-        let mut index = Index { by_chain: HashMap::new(), next_id: 1 };
+        let boot = boot_id();
+        let durable: u64 =
+            std::fs::read_to_string(root.join(DURABLE)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        // IDs are never reused below the mark, even when the snapshots that had them are gone.
+        let mut index = Index { by_chain: HashMap::new(), next_id: durable + 1 };
         for entry in std::fs::read_dir(&snapshots).map_err(|e| SnapshotError::io("reading", &snapshots, e))? {
             let entry = entry.map_err(|e| SnapshotError::io("reading", &snapshots, e))?;
             let p = entry.path();
             let id = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok());
             let meta = std::fs::read(p.join(META)).ok().and_then(|b| serde_json::from_slice::<SnapshotInfo>(&b).ok());
+            let meta = match (id, meta) {
+                (Some(id), Some(info)) if !info.boot_id.is_empty() && info.boot_id != boot && id > durable => {
+                    tracing::warn!(path = %p.display(), "removing a snapshot unpacked before the machine restarted and never synced to disk");
+                    index.next_id = index.next_id.max(id + 1);
+                    remove_any(&p)?;
+                    continue;
+                }
+                (_, meta) => meta,
+            };
             match (id, meta) {
                 (Some(id), Some(mut info)) if !index.by_chain.contains_key(&info.chain_id) => {
                     info.path = p.join("fs");
@@ -179,18 +243,32 @@ impl Snapshotter {
             }
         }
         let permits = Arc::new(tokio::sync::Semaphore::new(config.max_parallel.max(1)));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                root,
-                snapshots,
-                tmp,
-                empty,
-                config,
-                index: Mutex::new(index),
-                locks: Mutex::new(HashMap::new()),
-                permits,
-            }),
-        })
+        let (sync_tx, sync_rx) = std::sync::mpsc::channel();
+        let inner = Arc::new(Inner {
+            root,
+            snapshots,
+            tmp,
+            empty,
+            config,
+            index: Mutex::new(index),
+            locks: Mutex::new(HashMap::new()),
+            permits,
+            boot_id: boot,
+            sync_tx: Mutex::new(sync_tx),
+            staged: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("snapshot-sync".into())
+            .spawn(move || background_sync(weak, sync_rx))
+            .map_err(|e| SnapshotError::io("spawning the sync thread for", &inner.root, e))?;
+        Ok(Self { inner })
+    }
+
+    /// Syncs every committed snapshot to disk now and records it in `durable` (the background
+    /// sync does the same a moment after unpacks stop).
+    pub fn sync(&self) -> Result<(), SnapshotError> {
+        self.inner.sync_durable()
     }
 
     /// The snapshotter's root directory.
@@ -265,6 +343,29 @@ impl Snapshotter {
         if let Some(path) = self.path_of(&chain) {
             done(&progress).await;
             return Ok(path);
+        }
+        // Unpacked ahead of the config while the image was pulled (see `staged`): check the
+        // diff_id now that it is known, and commit it like any other unpack.
+        if let Some(slot) = self.staged_slot(&layer.digest) {
+            if let Some(staged) = slot.take().await {
+                tracing::info!(layer = %layer.digest, %chain, "committing a layer unpacked while the image was pulled");
+                let inner = self.inner.clone();
+                let job_layer = layer.clone();
+                let job = tokio::task::spawn_blocking(move || {
+                    let _guard = guard;
+                    let r = unpack::check_diff_id(&job_layer.digest, &job_layer.diff_id, &staged.stats.diff_id)
+                        .and_then(|()| inner.commit(&staged.work, &job_layer, chain, staged.stats));
+                    if r.is_err() {
+                        let _ = remove_any(&staged.work);
+                    }
+                    r
+                });
+                let path = job
+                    .await
+                    .map_err(|e| SnapshotError::Task { layer: layer.digest.clone(), reason: e.to_string() })??;
+                done(&progress).await;
+                return Ok(path);
+            }
         }
         let permit = self.inner.permits.clone().acquire_owned().await.expect("semaphore never closed");
         let reader = src.open(layer).await?;
@@ -367,8 +468,10 @@ impl Inner {
         let limits =
             unpack::Limits { max_bytes: self.config.max_layer_bytes, max_entries: self.config.max_layer_entries };
         let started = std::time::Instant::now();
-        let result = unpack::unpack_layer(handle, reader, layer, &fs, limits, progress)
-            .and_then(|stats| self.commit(&work, layer, chain, stats));
+        let result = unpack::unpack_layer(handle, reader, layer, &fs, limits, progress).and_then(|stats| {
+            unpack::check_diff_id(&layer.digest, &layer.diff_id, &stats.diff_id)?;
+            self.commit(&work, layer, chain, stats)
+        });
         match result {
             Ok(path) => {
                 tracing::debug!(layer = %layer.digest, path = %path.display(), elapsed = ?started.elapsed(), "layer unpacked");
@@ -399,10 +502,12 @@ impl Inner {
             uncompressed_size: stats.uncompressed,
             entries: stats.entries,
             created_unix,
+            boot_id: self.boot_id.clone(),
         };
         let meta_path = work.join(META);
         let json = serde_json::to_vec_pretty(&info).expect("SnapshotInfo serializes");
-        write_synced(&meta_path, &json).map_err(|e| SnapshotError::io("writing", &meta_path, e))?;
+        // Not synced: see `open_with` for what a crash of the machine does to it.
+        std::fs::write(&meta_path, &json).map_err(|e| SnapshotError::io("writing", &meta_path, e))?;
         let mut index = self.index.lock().unwrap();
         if let Some((_, existing)) = index.by_chain.get(&chain) {
             // Cannot happen while the per-chain lock is held, but never keep two copies.
@@ -415,12 +520,30 @@ impl Inner {
         index.next_id += 1;
         let dest = self.snapshots.join(id.to_string());
         std::fs::rename(work, &dest).map_err(|e| SnapshotError::io("renaming unpacked layer to", &dest, e))?;
-        if let Ok(d) = std::fs::File::open(&self.snapshots) {
-            let _ = d.sync_all();
-        }
         info.path = dest.join("fs");
         index.by_chain.insert(chain, (id, info.clone()));
+        drop(index);
+        let _ = self.sync_tx.lock().unwrap().send(());
         Ok(info.path)
+    }
+
+    /// One `syncfs` of the snapshot filesystem, then `durable` := the highest ID committed before it.
+    fn sync_durable(&self) -> Result<(), SnapshotError> {
+        // Every ID below next_id is renamed into place (commit holds the index lock across both).
+        let mark = self.index.lock().unwrap().next_id - 1;
+        let dir = std::fs::File::open(&self.snapshots).map_err(|e| SnapshotError::io("opening", &self.snapshots, e))?;
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(SnapshotError::io("syncfs", &self.snapshots, std::io::Error::last_os_error()));
+        }
+        let path = self.root.join(DURABLE);
+        let tmp = self.root.join(format!("{DURABLE}.tmp"));
+        write_synced(&tmp, mark.to_string().as_bytes()).map_err(|e| SnapshotError::io("writing", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| SnapshotError::io("renaming", &path, e))?;
+        if let Ok(d) = std::fs::File::open(&self.root) {
+            let _ = d.sync_all();
+        }
+        tracing::debug!(mark, "snapshots synced to disk");
+        Ok(())
     }
 }
 

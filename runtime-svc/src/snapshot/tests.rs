@@ -921,3 +921,151 @@ async fn paths_longer_than_path_max_are_refused() {
     assert!(err.to_string().contains("PATH_MAX"), "{err}");
     env.assert_nothing_committed();
 }
+
+// ---- layers unpacked ahead of their config (prefetch), deferred sync ------------------------
+
+fn blob_of(l: &Layer) -> Blob {
+    Blob { digest: l.digest.clone(), media_type: l.media_type.clone(), size: l.size }
+}
+
+fn many_files(tag: &str, n: usize) -> Vec<u8> {
+    let mut t = Tar::new();
+    for j in 0..n {
+        t.file(&format!("{tag}/f{j}"), &vec![j as u8; 500]);
+    }
+    t.bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_staged_during_a_pull_become_snapshots_at_prepare_without_a_second_fetch() {
+    let env = Env::new();
+    let layers: Vec<Layer> = (0..3).map(|i| env.layer(&many_files(&format!("l{i}"), 100), Comp::Gzip)).collect();
+    let src = Arc::new(CountingSource { inner: env.src.clone(), opens: AtomicUsize::new(0) });
+    let mut pf = env.snap.prefetch();
+    for l in &layers {
+        pf.stage(src.clone(), blob_of(l), None);
+        pf.stage(src.clone(), blob_of(l), None); // twice: still one unpack
+    }
+    pf.settle().await;
+    // Staged layers are not snapshots yet: nothing is visible before the config is known.
+    assert!(env.snap.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(env.snap.root().join("tmp")).unwrap().count(), 3);
+    let dirs = env.snap.prepare(&*src, &layers, None).await.unwrap();
+    assert_eq!(src.opens.load(Ordering::SeqCst), 3, "each layer fetched once");
+    assert_eq!(env.snap.list().unwrap().len(), 3);
+    assert_eq!(std::fs::read(dirs[2].join("l2/f7")).unwrap(), vec![7u8; 500]);
+    drop(pf);
+    assert!(dirs.iter().all(|d| d.exists()), "committed snapshots stay after the prefetch ends");
+    assert_eq!(std::fs::read_dir(env.snap.root().join("tmp")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_prefetch_leaves_nothing_even_with_unpacks_running() {
+    let env = Env::new();
+    let layers: Vec<Layer> = (0..3).map(|i| env.layer(&many_files(&format!("l{i}"), 300), Comp::Gzip)).collect();
+    let src = Arc::new(CountingSource { inner: env.src.clone(), opens: AtomicUsize::new(0) });
+    let mut done = env.snap.prefetch();
+    done.stage(src.clone(), blob_of(&layers[0]), None);
+    done.settle().await;
+    let mut running = env.snap.prefetch();
+    for l in &layers[1..] {
+        running.stage(src.clone(), blob_of(l), None);
+    }
+    drop(done);
+    drop(running); // the two still being unpacked (the source sleeps 50 ms) are removed when they end
+    let tmp = env.snap.root().join("tmp");
+    for _ in 0..100 {
+        if std::fs::read_dir(&tmp).unwrap().count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.assert_nothing_committed();
+    // A later prepare of the same layers fetches them again and works.
+    env.prepare(&layers).await.unwrap();
+    assert_eq!(env.snap.list().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_layer_is_checked_against_the_config_diff_id() {
+    let env = Env::new();
+    let good = env.layer(&many_files("x", 10), Comp::Gzip);
+    let mut pf = env.snap.prefetch();
+    pf.stage(Arc::new(env.src.clone()), blob_of(&good), None);
+    pf.settle().await;
+    let lie = Layer { diff_id: Digest::of(b"another tar"), ..good.clone() };
+    let e = env.snap.prepare(&env.src, std::slice::from_ref(&lie), None).await.unwrap_err();
+    assert!(e.to_string().contains("diff_id"), "{e}");
+    drop(pf);
+    env.assert_nothing_committed();
+    // A hostile staged layer fails like any other and leaves nothing.
+    env.sentinel();
+    let mut t = Tar::new();
+    t.file("ok", b"fine");
+    t.raw(b"../../../../sentinel/pwned", EntryType::Regular, b"", 0o644, 0, 0, b"pwned");
+    let bad = env.layer(&t.bytes(), Comp::Gzip);
+    let mut pf = env.snap.prefetch();
+    pf.stage(Arc::new(env.src.clone()), blob_of(&bad), None);
+    pf.settle().await;
+    assert!(env.prepare(&[bad]).await.is_err());
+    drop(pf);
+    env.assert_nothing_committed();
+    env.assert_sentinel_untouched();
+}
+
+#[tokio::test]
+async fn unsynced_snapshots_of_an_earlier_boot_are_unpacked_again() {
+    let env = Env::new();
+    let a = env.layer(&Tar::new().file("a", b"a").bytes(), Comp::Gzip);
+    let b = env.layer(&Tar::new().file("b", b"b").bytes(), Comp::Gzip);
+    env.prepare(std::slice::from_ref(&a)).await.unwrap();
+    env.snap.sync().unwrap(); // a is on disk
+    let dirs = env.prepare(&[a.clone(), b.clone()]).await.unwrap(); // b is not (yet)
+    let root = env.snap.root().to_path_buf();
+    // Pretend the machine restarted: both snapshots were written during another boot.
+    for d in &dirs {
+        let meta = d.parent().unwrap().join("meta.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        v["boot_id"] = "an-earlier-boot".into();
+        std::fs::write(&meta, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    let again = Snapshotter::open(root.clone()).unwrap();
+    let chains = chain_ids(&[a.diff_id.clone(), b.diff_id.clone()]);
+    assert_eq!(again.path_of(&chains[0]), Some(dirs[0].clone()), "the synced snapshot is kept");
+    assert_eq!(again.path_of(&chains[1]), None, "the unsynced one is gone");
+    assert!(!dirs[1].exists());
+    let redone = again.prepare(&env.src, &[a, b], None).await.unwrap();
+    assert!(redone[1].join("b").exists());
+    assert_ne!(redone[1], dirs[1], "IDs are not reused");
+    // Same boot (a crash of the process only): nothing is removed.
+    let third = Snapshotter::open(root).unwrap();
+    assert_eq!(third.list().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn owner_and_mode_are_right_when_creation_alone_would_get_them_wrong() {
+    let env = Env::new();
+    let mut t = Tar::new();
+    // A setgid directory of group 50: a file created in it takes group 50, but the tar says 0.
+    t.raw(b"sg/", EntryType::Directory, b"", 0o2775, 0, 50, b"");
+    t.raw(b"sg/root-group", EntryType::Regular, b"", 0o644, 0, 0, b"x");
+    t.raw(b"sg/its-group", EntryType::Regular, b"", 0o644, 0, 50, b"x");
+    // Group/other-writable (beyond the umask) and special bits, and a plain file.
+    t.raw(b"wide", EntryType::Regular, b"", 0o666, 0, 0, b"x");
+    t.raw(b"suid", EntryType::Regular, b"", 0o4755, 0, 0, b"x");
+    t.raw(b"plain", EntryType::Regular, b"", 0o640, 0, 0, b"x");
+    t.raw(b"owned", EntryType::Regular, b"", 0o600, 1000, 1000, b"x");
+    let layer = env.layer(&t.bytes(), Comp::Gzip);
+    let fs = env.prepare(std::slice::from_ref(&layer)).await.unwrap().remove(0);
+    let check = |p: &str, mode: u32, uid: u32, gid: u32| {
+        let m = lstat(&fs.join(p));
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (mode, uid, gid), "{p}");
+    };
+    check("sg", 0o2775, 0, 50);
+    check("sg/root-group", 0o644, 0, 0);
+    check("sg/its-group", 0o644, 0, 50);
+    check("wide", 0o666, 0, 0);
+    check("suid", 0o4755, 0, 0);
+    check("plain", 0o640, 0, 0);
+    check("owned", 0o600, 1000, 1000);
+}

@@ -262,17 +262,12 @@ async fn create_container(
 ) -> Result<pb::Container> {
     match try_create(rt, req.clone()).await {
         Err(e) if e.code() == tonic::Code::NotFound && e.message().starts_with("No such image") => {
-            pull(ctx, &req.image).await?;
+            // Pulls while runtime-svc unpacks each layer as it lands (see firstrun.rs).
+            super::firstrun::pull_and_unpack(ctx, rt, &req.image).await?;
             try_create(rt, req).await.map_err(daemon_err)
         }
         r => r.map_err(daemon_err),
     }
-}
-
-/// Pulls an image through registry-svc (the image commands' `ensure_image`, which says
-/// "Unable to find image ... locally" and shows the pull's progress).
-async fn pull(ctx: &Context, image: &str) -> Result<()> {
-    crate::cmd::image::ensure_image(ctx, image, None).await.map(|_| ())
 }
 
 /// Runs Create and renders its layer progress on stderr.
