@@ -93,6 +93,9 @@ impl Executor for RuncLikeExecutor {
             })
             .collect();
         if let Some(filter) = &self.seccomp {
+            // Set for the container's init already; an exec'd process of a container whose
+            // spec sets it gets it too, as runc does.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
             crate::seccomp::install(filter)
                 .map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
         }
@@ -178,11 +181,18 @@ pub fn exec(g: &Global, args: &[String]) -> Result<i32> {
     if !c.can_exec() {
         bail!("cannot exec in a container that is not running (status {:?})", c.status());
     }
+    // libcontainer 0.7 drops the container's seccomp profile from an exec'd process's spec;
+    // runc applies it, and so do we (the same cached program as the container's init).
+    let executor = Spec::load(c.bundle().join("config.json"))
+        .ok()
+        .and_then(|mut spec| crate::seccomp::take_over(&g.root, &mut spec).ok().flatten())
+        .map(RuncLikeExecutor::with_seccomp)
+        .unwrap_or_default();
     if !detach {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
-        .with_executor(RuncLikeExecutor::default())
+        .with_executor(executor)
         .with_root_path(&g.root)?
         .with_pid_file(pid_file)?
         .with_console_socket(console)
