@@ -9,7 +9,9 @@
 //! serves `<dir>/shim.sock` (see `shim_proto`) for start, kill, status, wait, attach and exec.
 //!
 //! Deliberately small: std and libc only, one thread per pipe and per connection with small
-//! stacks, no async runtime; the main thread is the reaper. Invocation:
+//! stacks, no async runtime; the main thread is the reaper. Linked as a static PIE against
+//! glibc (`runtime-svc/build.rs`): one runs per container, and a static shim's resident memory
+//! is ~0.5 MB smaller than a dynamic one's. Invocation:
 //! `berth-shim --id ID --dir DIR --bundle DIR --rootfs DIR --runtime PATH --runtime-root DIR
 //!  --cgroup PATH [--stdin] [--tty] [--log-max-size BYTES] [--log-max-file N]`; it prints
 //! `READY <pid>` on stdout once the socket is listening.
