@@ -100,6 +100,10 @@ pub enum RegistryError {
     /// The service's configuration is wrong.
     #[error("{0}")]
     Config(String),
+    /// A layer was downloaded but not committed because the pull that fetched it failed
+    /// (e.g. its config was bad); another pull that shares the layer fetches it itself.
+    #[error("the download was abandoned: {0}")]
+    Abandoned(String),
 }
 
 /// Shorthand.

@@ -30,6 +30,7 @@ impl From<RegistryError> for Status {
             RegistryError::NoMatchingPlatform(_) | RegistryError::Unsupported(_) => Status::failed_precondition(msg),
             RegistryError::Store { unavailable: true, .. } => Status::unavailable(msg),
             RegistryError::Store { .. } | RegistryError::Config(_) => Status::internal(msg),
+            RegistryError::Abandoned(_) => Status::aborted(msg),
         }
     }
 }

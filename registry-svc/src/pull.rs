@@ -405,48 +405,85 @@ impl Puller {
         t_resolved: Duration,
     ) -> Result<Done> {
         let m = &res.manifest;
-        // The config (small) is fetched and checked before any layer, so a manifest whose config
-        // is missing or bad fails before a layer is transferred; meanwhile the store says which
-        // blobs it has (and leases them).
         let mut all: Vec<Digest> = m.layers.iter().map(|l| l.digest.clone()).collect();
         all.push(m.config.digest.clone());
         all.push(res.manifest_desc.digest.clone());
         all.push(res.target.digest.clone());
-        let (cfg_bytes, present) = tokio::join!(self.fetch_config(res), self.store.present_leased(lease, &all));
-        let (cfg_bytes, present) = (cfg_bytes?, present?);
-        let _ = events
-            .send(Event::Started(Box::new(Started {
-                name: name.to_string(),
-                target: res.target.clone(),
-                manifest: res.manifest_desc.clone(),
-                layers: m.layers.clone(),
-                config: m.config.clone(),
-                endpoint: res.endpoint.base.clone(),
-            })))
-            .await;
-        let t_config = t0.elapsed();
-        let done = self.pull_blobs(res, name, cfg_bytes, lease, &present, events).await?;
+        // The config is fetched while the layers download (one upstream round trip less), but
+        // no layer is committed before the config checked out (the gate): a manifest whose
+        // config is missing or bad leaves nothing behind, and its layer downloads stop.
+        let (gate_tx, gate) = watch::channel::<Option<bool>>(None);
+        let config = async {
+            let r = self.fetch_config(res).await;
+            let _ = gate_tx.send(Some(r.is_ok()));
+            r
+        };
+        let layers = async {
+            let present = self.store.present_leased(lease, &all).await?;
+            let _ = events
+                .send(Event::Started(Box::new(Started {
+                    name: name.to_string(),
+                    target: res.target.clone(),
+                    manifest: res.manifest_desc.clone(),
+                    layers: m.layers.clone(),
+                    config: m.config.clone(),
+                    endpoint: res.endpoint.base.clone(),
+                })))
+                .await;
+            let got = self.pull_layers(res, lease, &present, events, gate.clone()).await?;
+            Ok::<_, RegistryError>((present, got))
+        };
+        let (cfg_bytes, layers) = tokio::join!(config, layers);
+        let cfg_bytes = cfg_bytes?;
+        let (present, (mut bytes_downloaded, blobs_present, blobs_fetched)) = layers?;
+        let t_layers = t0.elapsed();
+
+        // Config, manifest and index go with the record in one call, after the layers (so a
+        // failed pull leaves none of them); the store makes every blob durable before the record
+        // points at them, and releases the lease.
+        let mut small = Vec::new();
+        if !present.contains(&m.config.digest) {
+            bytes_downloaded += cfg_bytes.len() as u64;
+            small.push((m.config.digest.clone(), cfg_bytes));
+        }
+        if !present.contains(&res.manifest_desc.digest) {
+            small.push((res.manifest_desc.digest.clone(), res.manifest_bytes.clone()));
+        }
+        if res.target.digest != res.manifest_desc.digest && !present.contains(&res.target.digest) {
+            small.push((res.target.digest.clone(), res.target_bytes.clone()));
+        }
+        let prev = self.store.commit_image(name, &res.target, small, lease).await?;
+        let updated = prev.as_deref() != Some(res.target.digest.to_string().as_str());
+        let done = Done {
+            name: name.to_string(),
+            target: res.target.clone(),
+            image_id: m.config.digest.clone(),
+            updated,
+            bytes_downloaded,
+            blobs_present,
+            blobs_fetched,
+        };
         tracing::info!(
             %name,
             fetched = done.blobs_fetched,
             bytes = done.bytes_downloaded,
             resolve_ms = t_resolved.as_millis() as u64,
-            config_ms = (t_config - t_resolved).as_millis() as u64,
-            blobs_and_record_ms = (t0.elapsed() - t_config).as_millis() as u64,
+            config_and_layers_ms = (t_layers - t_resolved).as_millis() as u64,
+            record_ms = (t0.elapsed() - t_layers).as_millis() as u64,
             "pulled"
         );
         Ok(done)
     }
 
-    async fn pull_blobs(
+    /// Fetches the layers the store lacks; returns (bytes downloaded, layers present, fetched).
+    async fn pull_layers(
         self: &Arc<Self>,
         res: &Resolved,
-        name: &str,
-        cfg_bytes: Bytes,
         lease: &str,
         present: &std::collections::HashSet<Digest>,
         events: &mpsc::Sender<Event>,
-    ) -> Result<Done> {
+        gate: watch::Receiver<Option<bool>>,
+    ) -> Result<(u64, u32, u32)> {
         let m = &res.manifest;
         let mut missing = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -480,38 +517,13 @@ impl Puller {
             let r = res.reference.clone();
             let lease = lease.to_string();
             let events = events.clone();
-            async move { this.fetch_shared(ep, r, l, lease, events).await }
+            let gate = gate.clone();
+            async move { this.fetch_shared(ep, r, l, lease, events, gate).await }
         }))
         .buffer_unordered(max)
         .try_collect()
         .await?;
-        let mut bytes_downloaded: u64 = downloaded.iter().sum();
-
-        // Config, manifest and index go with the record in one call, after the layers (so a
-        // failed pull leaves none of them); the store makes every blob durable before the record
-        // points at them, and releases the lease.
-        let mut small = Vec::new();
-        if !present.contains(&m.config.digest) {
-            bytes_downloaded += cfg_bytes.len() as u64;
-            small.push((m.config.digest.clone(), cfg_bytes));
-        }
-        if !present.contains(&res.manifest_desc.digest) {
-            small.push((res.manifest_desc.digest.clone(), res.manifest_bytes.clone()));
-        }
-        if res.target.digest != res.manifest_desc.digest && !present.contains(&res.target.digest) {
-            small.push((res.target.digest.clone(), res.target_bytes.clone()));
-        }
-        let prev = self.store.commit_image(name, &res.target, small, lease).await?;
-        let updated = prev.as_deref() != Some(res.target.digest.to_string().as_str());
-        Ok(Done {
-            name: name.to_string(),
-            target: res.target.clone(),
-            image_id: m.config.digest.clone(),
-            updated,
-            bytes_downloaded,
-            blobs_present,
-            blobs_fetched,
-        })
+        Ok((downloaded.iter().sum(), blobs_present, blobs_fetched))
     }
 
     /// Fetches a layer once for every concurrent pull that needs it, forwarding progress.
@@ -522,7 +534,29 @@ impl Puller {
         desc: Descriptor,
         lease: String,
         events: mpsc::Sender<Event>,
+        gate: watch::Receiver<Option<bool>>,
     ) -> Result<u64> {
+        loop {
+            let (ep, r, desc, lease, events, gate) =
+                (ep.clone(), r.clone(), desc.clone(), lease.clone(), events.clone(), gate.clone());
+            match self.clone().fetch_shared_once(ep, r, desc, lease, events, gate).await {
+                // The pull we followed failed (its config was bad): fetch the blob ourselves.
+                (Err(RegistryError::Abandoned(_)), false) => continue,
+                (out, _) => return out,
+            }
+        }
+    }
+
+    /// One attempt of [`Puller::fetch_shared`]; also says whether it led the download.
+    async fn fetch_shared_once(
+        self: Arc<Self>,
+        ep: Endpoint,
+        r: Reference,
+        desc: Descriptor,
+        lease: String,
+        events: mpsc::Sender<Event>,
+        gate: watch::Receiver<Option<bool>>,
+    ) -> (Result<u64>, bool) {
         let digest = desc.digest.clone();
         let (mut rx, done, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -534,7 +568,7 @@ impl Puller {
                 let this = self.clone();
                 let (d2, desc2, lease2) = (digest.clone(), desc.clone(), lease.clone());
                 let handle = tokio::spawn(async move {
-                    let out = this.fetch_blob(&ep, &r, &desc2, &lease2, &tx).await;
+                    let out = this.fetch_blob(&ep, &r, &desc2, &lease2, &tx, gate).await;
                     this.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d2);
                     out
                 });
@@ -586,18 +620,21 @@ impl Puller {
                 }
             }
         };
-        match result {
+        let out = match result {
             Ok(n) => {
                 if !leader {
                     // The leader's lease protects it until its pull ends; ours from now on.
-                    self.store.lease_blob(&lease, &digest).await?;
+                    if let Err(e) = self.store.lease_blob(&lease, &digest).await {
+                        return (Err(e), leader);
+                    }
                 }
                 let p = Progress { state: BlobState::Done, offset: total, message: String::new() };
                 let _ = events.send(Event::Blob(send(&p, None))).await;
                 Ok(if leader { n } else { 0 })
             }
             Err(e) => Err(e),
-        }
+        };
+        (out, leader)
     }
 
     /// Streams one blob from upstream into a store ingest; commits only when size and digest
@@ -609,11 +646,25 @@ impl Puller {
         desc: &Descriptor,
         lease: &str,
         tx: &watch::Sender<Progress>,
+        gate: watch::Receiver<Option<bool>>,
     ) -> Result<u64> {
         // Unique per attempt: no stale ingest of an earlier failed attempt to clear first.
         let ingest_ref = format!("pull-{}-{}", desc.digest.hex(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut ing = self.store.ingest(&ingest_ref, &desc.digest, desc.size, lease).await?;
-        match self.download(ep, r, desc, &mut ing, tx).await {
+        let abandoned = || RegistryError::Abandoned("the pull's config is missing or invalid".into());
+        let downloaded = tokio::select! {
+            r = self.download(ep, r, desc, &mut ing, tx) => r,
+            _ = gate_failed(gate.clone()) => Err(abandoned()),
+        };
+        // Committed only once the pull's config checked out (see `pull_resolved`).
+        let downloaded = match downloaded {
+            Ok(n) if !gate_ok(gate).await => {
+                let _ = n;
+                Err(abandoned())
+            }
+            other => other,
+        };
+        match downloaded {
             Ok(n) => {
                 tx.send_modify(|p| {
                     p.state = BlobState::Verifying;
@@ -633,7 +684,7 @@ impl Puller {
                 Ok(n)
             }
             Err(e) => {
-                drop(ing);
+                ing.close().await;
                 self.store.abort(&ingest_ref).await;
                 Err(e)
             }
@@ -855,6 +906,26 @@ impl Puller {
             ing.write(buf.split().freeze()).await?;
         }
         Ok(size)
+    }
+}
+
+/// Waits for the pull's verdict on its config: true when it checked out, false when it failed or
+/// the pull went away without one.
+async fn gate_ok(mut gate: watch::Receiver<Option<bool>>) -> bool {
+    loop {
+        if let Some(v) = *gate.borrow_and_update() {
+            return v;
+        }
+        if gate.changed().await.is_err() {
+            return gate.borrow().unwrap_or(false);
+        }
+    }
+}
+
+/// Resolves when the config failed (never when it checked out).
+async fn gate_failed(gate: watch::Receiver<Option<bool>>) {
+    if gate_ok(gate).await {
+        std::future::pending::<()>().await
     }
 }
 

@@ -57,6 +57,13 @@ impl Ingest {
         Ok(())
     }
 
+    /// Ends the write stream without committing and waits until the store has finished with it
+    /// (so an [`Store::abort`] after this finds the ingest, however early the stream ended).
+    pub async fn close(mut self) {
+        self.tx = None;
+        let _ = (&mut self.done).await;
+    }
+
     /// Commits: the store checks size and digest and makes the blob visible.
     pub async fn commit(mut self) -> Result<(), RegistryError> {
         let msg = spb::WriteRequest { offset: self.offset, commit: true, ..Default::default() };
