@@ -35,4 +35,13 @@ async fn seccomp_allowlist_refuses_what_docker_refuses(rt: Runtime) {
         let low = e.to_lowercase();
         assert!(low.contains("operation not permitted") || low.contains("permission denied"), "{cmd}: {e}");
     }
+
+    // `exec` runs under the container's profile too (as runc does).
+    let id = env.ok(&["run", "-d", &bb, "sleep", "60"]).await.trim().to_string();
+    let status = env.ok(&["exec", &id, "cat", "/proc/self/status"]).await;
+    let mode = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap_or_default();
+    assert!(mode.ends_with('2'), "exec runs without a seccomp filter: {mode:?}");
+    let o = env.berth(&["exec", &id, "unshare", "-U", "true"]).await;
+    assert_ne!(o.status.code(), Some(0), "unshare succeeded in an exec");
+    env.ok(&["rm", "-f", &id]).await;
 }
