@@ -62,7 +62,14 @@ impl FsBackend {
             ensure_dir(&d)?;
         }
         let root = root.canonicalize().map_err(|e| BackendError::io("canonicalize", root.display().to_string(), e))?;
-        Ok(Self { root, published: Arc::default() })
+        let published = Arc::<Published>::default();
+        // Blobs published by an earlier process (which may have been killed before its barrier)
+        // are made durable by this process's first barrier too.
+        let blobs = root.join("blobs").join("sha256");
+        if blobs.is_dir() {
+            published.mark(blobs);
+        }
+        Ok(Self { root, published })
     }
 
     /// The root directory.
