@@ -35,6 +35,7 @@ async fn first_run_of_a_multi_layer_image_unpacks_while_pulling() {
     let img = env.registry.push_fixture(Fixture::Layered, "layered").unwrap();
     let o = env.berth(&["run", "--rm", &img, "sh", "-c", "cat /etc/motd; ls /data; ls /cache; ls /opt"]).await;
     assert_eq!(o.status.code(), Some(0), "stderr: {}\nruntime-svc log:\n{}", err(&o), env.runtime.log());
+    eprintln!("berth run's stderr:\n{}", err(&o));
     // The top layer's file, the whiteouts of the third layer and its opaque directory.
     assert_eq!(out(&o), "layer three\na\nc\nnew\n", "stderr: {}", err(&o));
     assert!(err(&o).contains("Unable to find image"), "{}", err(&o));
