@@ -5,6 +5,7 @@
 //!
 //! This crate holds no domain logic of any service and must not depend on any service crate.
 
+pub mod alloc;
 pub mod digest;
 pub mod endpoint;
 pub mod image;

@@ -25,8 +25,14 @@ struct Args {
     store: Option<String>,
 }
 
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads.
+    berth_common::alloc::tune_for_streaming();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     berth_common::telemetry::init("registry-svc");
     let a = Args::parse();
     let s = Settings::resolve(Overrides { listen: a.listen, root: a.root, config: a.config, store: a.store })?;

@@ -876,10 +876,14 @@ impl Puller {
                     ));
                 }
                 offset += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
-                if buf.len() >= WRITE_CHUNK {
+                // Send before the buffer would outgrow its capacity (growing it copies it), and
+                // give each chunk one allocation of the full size (an empty `BytesMut` would
+                // regrow, and copy, from a few KiB up).
+                if !buf.is_empty() && buf.len() + chunk.len() > WRITE_CHUNK {
                     ing.write(buf.split().freeze()).await?;
+                    buf.reserve(WRITE_CHUNK);
                 }
+                buf.extend_from_slice(&chunk);
                 tx.send_modify(|p| p.offset = offset);
             }
             if offset == size {

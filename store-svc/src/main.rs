@@ -23,8 +23,14 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads.
+    berth_common::alloc::tune_for_streaming();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     berth_common::telemetry::init("store-svc");
     let a = Args::parse();
     let s = Settings::resolve(Overrides { listen: a.listen, root: a.root, config: a.config })?;
