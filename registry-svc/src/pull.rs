@@ -169,6 +169,30 @@ fn bad(what: &'static str, digest: impl ToString, ep: &Endpoint, why: impl Into<
     RegistryError::BadContent { what, digest: digest.to_string(), registry: ep.base.clone(), why: why.into() }
 }
 
+/// 404 for a layer blob.
+fn layer_not_found(ep: &Endpoint, r: &Reference, digest: &str) -> RegistryError {
+    RegistryError::BlobNotFound {
+        what: "layer",
+        digest: digest.to_string(),
+        reference: r.familiar(),
+        registry: ep.base.clone(),
+    }
+}
+
+/// How many leading bytes of `resp` to skip when bytes from `offset` were asked for: a server may
+/// answer a Range request with the whole body (200) or an earlier start; a later start is an error.
+fn range_skip(resp: &reqwest::Response, offset: u64, digest: &str, ep: &Endpoint) -> Result<u64, RegistryError> {
+    let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+        content_range_start(resp).unwrap_or(offset)
+    } else {
+        0
+    };
+    if start > offset {
+        return Err(bad("layer", digest, ep, format!("asked for bytes from {offset}, the registry sent from {start}")));
+    }
+    Ok(offset - start)
+}
+
 impl Puller {
     /// A puller over an upstream client and a store.
     pub fn new(upstream: Arc<Upstream>, store: Store) -> Arc<Self> {
@@ -714,7 +738,7 @@ impl Puller {
                 .upstream
                 .blob_range(ep, r, &digest, 0, Some(rc.segment - 1))
                 .await?
-                .ok_or_else(|| self.layer_not_found(ep, r, &digest))?;
+                .ok_or_else(|| layer_not_found(ep, r, &digest))?;
             if content_range_start(&probe) == Some(0) {
                 return self.download_ranges(ep, r, desc, ing, tx, probe).await;
             }
@@ -725,15 +749,6 @@ impl Puller {
             tracing::info!(%digest, status = %probe.status(), "unexpected answer to a Range request; one stream");
         }
         self.download_stream(ep, r, desc, ing, tx, None).await
-    }
-
-    fn layer_not_found(&self, ep: &Endpoint, r: &Reference, digest: &str) -> RegistryError {
-        RegistryError::BlobNotFound {
-            what: "layer",
-            digest: digest.to_string(),
-            reference: r.familiar(),
-            registry: ep.base.clone(),
-        }
     }
 
     /// Fetches `desc` in segments of `range_segment_bytes`, `parallel_ranges` at a time (each in
@@ -824,31 +839,13 @@ impl Puller {
             });
             let resp = match first.take() {
                 Some(resp) => resp,
-                None => self
-                    .upstream
-                    .blob(ep, r, &digest, offset)
-                    .await?
-                    .ok_or_else(|| self.layer_not_found(ep, r, &digest))?,
+                None => {
+                    self.upstream.blob(ep, r, &digest, offset).await?.ok_or_else(|| layer_not_found(ep, r, &digest))?
+                }
             };
             // A server may answer a Range request with the whole body (200) or a different
             // start; skip what we already have.
-            let mut skip: u64 = 0;
-            if offset > 0 {
-                let start = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                    content_range_start(&resp).unwrap_or(offset)
-                } else {
-                    0
-                };
-                if start > offset {
-                    return Err(bad(
-                        "layer",
-                        &digest,
-                        ep,
-                        format!("asked for bytes from {offset}, the registry sent from {start}"),
-                    ));
-                }
-                skip = offset - start;
-            }
+            let mut skip: u64 = if offset > 0 { range_skip(&resp, offset, &digest, ep)? } else { 0 };
             let mut stream = resp.bytes_stream();
             let mut broke = None;
             while let Some(item) = stream.next().await {
@@ -972,31 +969,13 @@ impl RangeFetch {
             let pos = start + buf.len() as u64;
             let resp = match first.take() {
                 Some(resp) => resp,
-                None => {
-                    self.upstream.blob_range(&self.ep, &self.r, &self.digest, pos, Some(end - 1)).await?.ok_or_else(
-                        || RegistryError::BlobNotFound {
-                            what: "layer",
-                            digest: self.digest.clone(),
-                            reference: self.r.familiar(),
-                            registry: self.ep.base.clone(),
-                        },
-                    )?
-                }
+                None => self
+                    .upstream
+                    .blob_range(&self.ep, &self.r, &self.digest, pos, Some(end - 1))
+                    .await?
+                    .ok_or_else(|| layer_not_found(&self.ep, &self.r, &self.digest))?,
             };
-            let begins = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                content_range_start(&resp).unwrap_or(pos)
-            } else {
-                0
-            };
-            if begins > pos {
-                return Err(bad(
-                    "layer",
-                    &self.digest,
-                    &self.ep,
-                    format!("asked for bytes from {pos}, the registry sent from {begins}"),
-                ));
-            }
-            let mut skip = (pos - begins) as usize;
+            let mut skip = range_skip(&resp, pos, &self.digest, &self.ep)? as usize;
             let mut stream = resp.bytes_stream();
             let mut broke = None;
             while buf.len() < want {

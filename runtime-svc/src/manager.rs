@@ -412,17 +412,7 @@ impl Manager {
             entry
         };
         let result = async {
-            let layers: Vec<Layer> = img
-                .layers
-                .iter()
-                .zip(img.diff_ids.iter())
-                .map(|(d, diff)| Layer {
-                    digest: d.digest.clone(),
-                    media_type: d.media_type.clone(),
-                    size: d.size,
-                    diff_id: diff.clone(),
-                })
-                .collect();
+            let layers = Layer::of_image(&img);
             let src = StoreLayerSource::new(self.store.clone());
             let (tx, mut rx) = mpsc::channel(64);
             let forward = async {

@@ -71,17 +71,7 @@ pub async fn run(
     };
     let result = async {
         let img = berth_common::image::load(store.clone(), &image, None).await?;
-        let layers: Vec<Layer> = img
-            .layers
-            .iter()
-            .zip(img.diff_ids.iter())
-            .map(|(d, diff)| Layer {
-                digest: d.digest.clone(),
-                media_type: d.media_type.clone(),
-                size: d.size,
-                diff_id: diff.clone(),
-            })
-            .collect();
+        let layers = Layer::of_image(&img);
         snap.prepare(&*src, &layers, Some(ptx.clone())).await?;
         Ok::<usize, RuntimeError>(layers.len())
     }

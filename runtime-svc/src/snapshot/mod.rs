@@ -50,6 +50,22 @@ pub struct Layer {
     pub diff_id: Digest,
 }
 
+impl Layer {
+    /// The layers of `img`, bottom first, each with its diff_id from the config.
+    pub fn of_image(img: &berth_common::image::Image) -> Vec<Layer> {
+        img.layers
+            .iter()
+            .zip(img.diff_ids.iter())
+            .map(|(d, diff)| Layer {
+                digest: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                size: d.size,
+                diff_id: diff.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Progress of one layer's unpack, in compressed bytes read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnpackProgress {
