@@ -134,7 +134,12 @@ pub async fn status(dir: &Path) -> std::io::Result<ShimStatus> {
 
 /// Blocks until the container exits.
 pub async fn wait(dir: &Path) -> std::io::Result<Exit> {
-    let reply = request(dir, "WAIT").await?;
+    let reply = match request(dir, "WAIT").await {
+        Ok(r) => r,
+        // The shim exits right after answering the WAITs it has; one that reached it as it
+        // was exiting finds the status in the exit file, written before the socket closed.
+        Err(e) => return read_exit_file(dir).ok_or(e),
+    };
     Exit::parse(&reply).ok_or_else(|| std::io::Error::other(format!("shim said {reply:?}")))
 }
 
@@ -154,7 +159,20 @@ pub struct StartFailure {
 
 /// Tells the shim to run the container; returns the init pid.
 pub async fn start(dir: &Path) -> std::io::Result<Result<i32, StartFailure>> {
-    let reply = request(dir, "START").await?;
+    let reply = match request(dir, "START").await {
+        Ok(r) => r,
+        // The shim finished before its reply reached us (a container that exits at once):
+        // its exit file says whether the start failed or the container ran and exited.
+        Err(e) => {
+            return match read_exit_file(dir) {
+                Some(x) if !x.error.is_empty() && (125..=127).contains(&x.code) => {
+                    Ok(Err(StartFailure { code: x.code, message: x.error }))
+                }
+                Some(_) => Ok(Ok(0)),
+                None => Err(e),
+            }
+        }
+    };
     if let Some(pid) = reply.strip_prefix("OK ") {
         return Ok(Ok(pid.parse().unwrap_or(0)));
     }

@@ -477,7 +477,7 @@ fn finish(s: &Shared, exit: Exit) {
     let _ = fs::remove_file("shim.pid");
     *s.state.lock().unwrap() = State::Exited(exit);
     s.cond.notify_all();
-    // Give WAIT connections a moment to deliver their replies.
+    // Give WAIT connections (and a START that raced the exit) a moment to deliver their replies.
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut n = s.pending.lock().unwrap();
     while *n > 0 {
@@ -581,8 +581,14 @@ fn handle(s: &Arc<Shared>, conn: UnixStream) -> io::Result<()> {
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
         "START" => {
+            // Counted before the state can reach Running, so `finish` (which follows the
+            // exit of a container that ends at once) waits for this reply to be written.
+            *s.pending.lock().unwrap() += 1;
             let reply = start(s);
-            w.write_all(reply.as_bytes())
+            let r = w.write_all(reply.as_bytes());
+            *s.pending.lock().unwrap() -= 1;
+            s.pending_cond.notify_all();
+            r
         }
         "KILL" => {
             let sig: i32 = words.next().and_then(|v| v.parse().ok()).unwrap_or(libc::SIGKILL);
