@@ -5,7 +5,8 @@
 //! 1. warm `berth run --rm --network none busybox true` (CLI → gRPC → runtime-svc → shim → OCI
 //!    runtime) vs `podman run --rm --network none busybox true` vs `runc run` (and the built-in
 //!    `berth-runc run`) of an equivalent bundle;
-//! 2. first run of a not-yet-pulled multi-layer image (pull + unpack + start) vs podman;
+//! 2. first run of a not-yet-pulled multi-layer image (pull + unpack + start) vs podman, median
+//!    of 5 interleaved rounds, each engine forgetting the image (blobs and snapshots) in between;
 //! 3. 50 detached containers started, listed and removed, vs podman (the time of `run -d` ×50 +
 //!    `ps`, plus that of one `rm -f` of all; the memory sampling between them is not timed);
 //! 4. RSS of an idle container's shim (vs conmon) and of runtime-svc.
@@ -30,6 +31,8 @@ use std::time::{Duration, Instant};
 
 const WARM_RUNS: usize = 15;
 const MANY: usize = 50;
+/// Rounds of the first-run comparison (each engine pulls and unpacks from scratch each round).
+const FIRST_RUNS: usize = 5;
 
 fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
@@ -228,6 +231,12 @@ impl Berth {
         Ok(Berth { label: if runc { "runc" } else { "built-in" }, _store: store, _registry: registry, runtime, env })
     }
 
+    /// User + system CPU time used so far by store-svc, registry-svc and runtime-svc (the
+    /// runtime's own children, shims and OCI runtime, are not counted).
+    fn cpu(&self) -> [Duration; 3] {
+        [&self._store, &self._registry, &self.runtime].map(|s| s.pid().and_then(cpu_time).unwrap_or_default())
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_path("berth"));
         c.args(args).envs(self.env.iter().cloned()).stdout(Stdio::piped());
@@ -312,6 +321,17 @@ fn pss_private_kib(pid: u32) -> Option<(u64, u64)> {
             .unwrap_or(0)
     };
     Some((field("Pss:"), field("Private_Clean:") + field("Private_Dirty:")))
+}
+
+/// utime + stime of a process (all its threads), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -452,37 +472,68 @@ fn warm(mnt: &Path, berths: &[Berth; 2], podman: &Podman, bb: &str, rows: &mut V
 
 /// First run of the not-yet-pulled 6-layer image, berth (both runtimes) vs podman.
 fn first(berths: &[Berth; 2], podman: &Podman, big: &str, rows: &mut Vec<Row>) -> Result<()> {
-    eprintln!("first run of a 6-layer image not yet pulled…");
+    eprintln!("first run of a 6-layer image not yet pulled ({FIRST_RUNS} rounds)…");
     let big_true = run_true(big);
-    for (k, berth) in berths.iter().enumerate() {
-        // The second stack pulls and runs in two commands to show where the time goes (the
-        // sum is what one `run` does, plus one more CLI start).
-        let bt = if k == 0 {
-            timed(&mut berth.cmd(&args(&big_true)))?
-        } else {
-            let pull = timed(&mut berth.cmd(&["pull", "-q", big]))?;
-            let run = timed(&mut berth.cmd(&args(&big_true)))?;
-            eprintln!("berth {}: pull {}, then run (unpack + start) {}", berth.label, ms(pull), ms(run));
-            pull + run
-        };
-        // podman pulls again for each comparison (its copy of the image removed in between).
+    // Per round, interleaved: each berth stack, then podman. Between rounds every engine
+    // forgets the image: podman `rmi -f`, berth `rmi` + `system prune -f` (which removes the
+    // blobs from store-svc and the unused snapshots from runtime-svc, so the next round pulls
+    // and unpacks everything again).
+    let mut times: [Vec<Duration>; 2] = [vec![], vec![]];
+    let mut peer = vec![];
+    for round in 0..FIRST_RUNS {
+        for (k, berth) in berths.iter().enumerate() {
+            let cpu0 = berth.cpu();
+            // The second stack pulls and runs in two commands to show where the time goes
+            // (the sum is what one `run` does, plus one more CLI start).
+            let bt = if k == 0 {
+                timed(&mut berth.cmd(&args(&big_true)))?
+            } else {
+                let pull = timed(&mut berth.cmd(&["pull", "-q", big]))?;
+                let run = timed(&mut berth.cmd(&args(&big_true)))?;
+                eprintln!("berth {}: pull {}, then run (unpack + start) {}", berth.label, ms(pull), ms(run));
+                pull + run
+            };
+            let cpu1 = berth.cpu();
+            eprintln!(
+                "round {round}, berth {}: {}; CPU time of the services: store-svc {}, registry-svc {}, runtime-svc {}",
+                berth.label,
+                ms(bt),
+                ms(cpu1[0].saturating_sub(cpu0[0])),
+                ms(cpu1[1].saturating_sub(cpu0[1])),
+                ms(cpu1[2].saturating_sub(cpu0[2]))
+            );
+            times[k].push(bt);
+        }
         let _ = podman.cmd(&["rmi", "-f", big]).stderr(Stdio::null()).status();
         let mut pargs = args(&big_true);
         pargs.insert(1, "--tls-verify=false");
         let pt = timed(&mut podman.cmd(&pargs))?;
+        eprintln!("round {round}, podman: {}", ms(pt));
+        peer.push(pt);
+        let _ = podman.cmd(&["rmi", "-f", big]).stderr(Stdio::null()).status();
+        for berth in berths {
+            sh(&mut berth.cmd(&["rmi", big]))?;
+            sh(&mut berth.cmd(&["system", "prune", "-f"]))?;
+        }
+    }
+    let list =
+        |v: &[Duration]| v.iter().map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(", ");
+    let pt = median(peer.clone());
+    for (k, berth) in berths.iter().enumerate() {
+        let bt = median(times[k].clone());
         rows.push(Row {
             what: format!(
-                "first run, 6 layers / 100 MB / 10k files (pull+unpack+start), berth {}{}",
+                "first run, 6 layers / 100 MB / 10k files (pull+unpack+start), median of {FIRST_RUNS}, berth {}{}",
                 berth.label,
                 if k == 0 { "" } else { " (pull, then run)" }
             ),
-            berth: ms(bt),
-            peer: ms(pt),
+            berth: format!("{} ({} ms)", ms(bt), list(&times[k])),
+            peer: format!("{} ({} ms)", ms(pt), list(&peer)),
             ratio: ratio(bt, pt, 0.3),
             target: "≤ 0.3×".into(),
         });
-        show(rows);
     }
+    show(rows);
     Ok(())
 }
 
