@@ -20,3 +20,15 @@ pub fn tune_for_streaming() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
+
+/// Gives the free memory of every malloc arena back to the kernel (`malloc_trim(0)`). For a
+/// service after a burst that grew its heaps and will not repeat soon (runtime-svc after an
+/// unpack: its decode threads' arenas otherwise stay resident, ~25 MB after a 100 MB image).
+/// Takes a few milliseconds: call it off the request path. No-op where malloc is not glibc's.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages; it is thread-safe (it locks each arena).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

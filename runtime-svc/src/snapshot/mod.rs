@@ -322,8 +322,14 @@ impl Snapshotter {
         }
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let chains = chain_ids(&diff_ids);
+        let unpacks = chains.iter().any(|c| self.path_of(c).is_none());
         let jobs = layers.iter().zip(chains).map(|(layer, chain)| self.ensure(src, layer, chain, progress.clone()));
-        futures::future::try_join_all(jobs).await
+        let dirs = futures::future::try_join_all(jobs).await;
+        if unpacks {
+            // The decode threads' buffers are freed but stay resident in their malloc arenas.
+            drop(tokio::task::spawn_blocking(berth_common::alloc::release_free_memory));
+        }
+        dirs
     }
 
     async fn ensure(
