@@ -79,7 +79,14 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Messages that are already docker's ("Error response from daemon: …", "Error: No
+            // public port …") are printed as they are, not as "Error: Error …".
+            let msg = format!("{e:#}");
+            if msg.starts_with("Error") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("Error: {msg}");
+            }
             ExitCode::from(cmd::exit_code_of(&e))
         }
     }
