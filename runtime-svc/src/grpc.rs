@@ -119,6 +119,42 @@ fn size_of(s: pb::TerminalSize) -> Option<(u16, u16)> {
 
 /// Sends attach/exec output to the client until the last message, or until the client is gone
 /// (then `out_rx` is dropped, which tells the relay to let go of the shim).
+/// Client → container for an Attach or Exec stream: the stdin, close-stdin and resize messages
+/// (`input_of` picks them out of the stream's own message type), until either side ends.
+fn pump_input<M: Send + 'static>(
+    mut inbound: Streaming<M>,
+    in_tx: mpsc::Sender<AttachInput>,
+    input_of: fn(M) -> Option<AttachInput>,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = inbound.message().await {
+            let Some(msg) = input_of(m) else { continue };
+            if in_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Container → client for an Attach or Exec stream: runs `work` (which writes the container's
+/// output into the channel whose receiver is `out_rx`) and streams that output, then `work`'s
+/// error if it failed.
+fn relay_output(
+    out_rx: mpsc::Receiver<AttachOutput>,
+    work: impl std::future::Future<Output = Result<(), RuntimeError>> + Send + 'static,
+) -> Pin<Box<ReceiverStream<Result<pb::AttachResponse, GrpcStatus>>>> {
+    let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
+    let txe = tx.clone();
+    tokio::spawn(async move {
+        let fwd = tokio::spawn(forward_attach(out_rx, tx));
+        if let Err(e) = work.await {
+            let _ = txe.send(Err(e.into())).await;
+        }
+        let _ = fwd.await;
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
 async fn forward_attach(
     mut out_rx: mpsc::Receiver<AttachOutput>,
     tx: mpsc::Sender<Result<pb::AttachResponse, GrpcStatus>>,
@@ -289,32 +325,14 @@ impl pb::runtime_server::Runtime for RuntimeService {
         };
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, out_rx) = mpsc::channel::<AttachOutput>(64);
-        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
-        // Client → container.
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                let msg = match m.msg {
-                    Some(pb::attach_request::Msg::Stdin(d)) => AttachInput::Stdin(d),
-                    Some(pb::attach_request::Msg::CloseStdin(true)) => AttachInput::CloseStdin,
-                    Some(pb::attach_request::Msg::Resize(s)) => AttachInput::Resize(s.width as u16, s.height as u16),
-                    _ => continue,
-                };
-                if in_tx.send(msg).await.is_err() {
-                    break;
-                }
-            }
+        pump_input(inbound, in_tx, |m| match m.msg? {
+            pb::attach_request::Msg::Stdin(d) => Some(AttachInput::Stdin(d)),
+            pb::attach_request::Msg::CloseStdin(true) => Some(AttachInput::CloseStdin),
+            pb::attach_request::Msg::Resize(s) => Some(AttachInput::Resize(s.width as u16, s.height as u16)),
+            _ => None,
         });
-        // Container → client.
         let m = self.m.clone();
-        let txe = tx.clone();
-        tokio::spawn(async move {
-            let fwd = tokio::spawn(forward_attach(out_rx, tx));
-            if let Err(e) = m.attach(&open.container, opts, in_rx, out_tx).await {
-                let _ = txe.send(Err(e.into())).await;
-            }
-            let _ = fwd.await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(relay_output(out_rx, async move { m.attach(&open.container, opts, in_rx, out_tx).await })))
     }
 
     async fn exec(&self, req: Request<Streaming<pb::ExecRequest>>) -> Result<Response<Self::ExecStream>, GrpcStatus> {
@@ -335,30 +353,16 @@ impl pb::runtime_server::Runtime for RuntimeService {
         };
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, out_rx) = mpsc::channel::<AttachOutput>(64);
-        let (tx, rx) = mpsc::channel::<Result<pb::AttachResponse, GrpcStatus>>(64);
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                let msg = match m.msg {
-                    Some(pb::exec_request::Msg::Stdin(d)) => AttachInput::Stdin(d),
-                    Some(pb::exec_request::Msg::CloseStdin(true)) => AttachInput::CloseStdin,
-                    Some(pb::exec_request::Msg::Resize(s)) => AttachInput::Resize(s.width as u16, s.height as u16),
-                    _ => continue,
-                };
-                if in_tx.send(msg).await.is_err() {
-                    break;
-                }
-            }
+        pump_input(inbound, in_tx, |m| match m.msg? {
+            pb::exec_request::Msg::Stdin(d) => Some(AttachInput::Stdin(d)),
+            pb::exec_request::Msg::CloseStdin(true) => Some(AttachInput::CloseStdin),
+            pb::exec_request::Msg::Resize(s) => Some(AttachInput::Resize(s.width as u16, s.height as u16)),
+            _ => None,
         });
         let m = self.m.clone();
-        let txe = tx.clone();
-        tokio::spawn(async move {
-            let fwd = tokio::spawn(forward_attach(out_rx, tx));
-            if let Err(e) = crate::exec::exec(&m, &open.container, spec, in_rx, out_tx).await {
-                let _ = txe.send(Err(e.into())).await;
-            }
-            let _ = fwd.await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(relay_output(out_rx, async move {
+            crate::exec::exec(&m, &open.container, spec, in_rx, out_tx).await
+        })))
     }
 
     async fn prefetch(

@@ -338,7 +338,9 @@ pub fn status_text(c: &pb::Container) -> String {
     }
 }
 
-fn state_text(c: &pb::Container) -> &'static str {
+/// docker's State: "created", "running", "restarting", "exited", "removing" (`ps --format
+/// {{.State}}`, `inspect`'s `.State.Status`).
+pub fn state_text(c: &pb::Container) -> &'static str {
     if c.restarting {
         return "restarting";
     }

@@ -2,7 +2,7 @@
 //! docker's JSON shape built from runtime-svc's `Container`, with `-f/--format` Go templates
 //! (see `gotemplate`).
 
-use super::container::{client, daemon_err};
+use super::container::{client, daemon_err, state_text};
 use crate::context::Context;
 use crate::gotemplate;
 use anyhow::{anyhow, Result};
@@ -69,18 +69,6 @@ fn null_if_empty<T: serde::Serialize>(v: &[T]) -> Value {
         Value::Null
     } else {
         json!(v)
-    }
-}
-
-fn state_status(c: &pb::Container) -> &'static str {
-    if c.restarting {
-        return "restarting";
-    }
-    match pb::ContainerStatus::try_from(c.status).unwrap_or(pb::ContainerStatus::Unspecified) {
-        pb::ContainerStatus::Running => "running",
-        pb::ContainerStatus::Exited => "exited",
-        pb::ContainerStatus::Removing => "removing",
-        _ => "created",
     }
 }
 
@@ -171,7 +159,7 @@ pub fn container_json(c: &pb::Container) -> Value {
     }
     let on_default_bridge = c.network == "bridge";
     let state = json!({
-        "Status": state_status(c),
+        "Status": state_text(c),
         "Running": running || c.restarting,
         "Paused": false,
         "Restarting": c.restarting,

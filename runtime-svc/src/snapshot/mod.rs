@@ -121,19 +121,9 @@ impl Default for SnapshotConfig {
     }
 }
 
-/// The OCI chain IDs of a stack of layers, bottom-most first:
-/// `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
-}
+/// The OCI chain IDs of a stack of layers, bottom-most first (one rule for the whole engine:
+/// `berth_common::image::chain_ids`).
+pub use berth_common::image::chain_ids;
 
 /// Unpacks layers into snapshots and mounts container root filesystems. Cheap to clone; clones
 /// share state, so concurrent `prepare` calls of any clones coordinate.
