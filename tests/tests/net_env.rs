@@ -5,14 +5,16 @@
 //! loopback and to addresses of namespaces these tests make.
 #![allow(dead_code)]
 
-use berth_proto::registry::v1 as rpb;
-use berth_tests::fixtures::Fixture;
-use berth_tests::registry::Registry;
-use berth_tests::stack::{bin_path, Service};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+// The services and the `berth` helpers are the run tests' (one set-up for both).
+#[path = "run_env.rs"]
+mod run_env;
+pub use run_env::Env;
+use run_env::Runtime;
 
 /// Root, nft and runc present; prints why not otherwise.
 pub fn can_run() -> bool {
@@ -29,100 +31,25 @@ pub fn can_run() -> bool {
     true
 }
 
-/// One test's services.
-pub struct Env {
-    pub registry: Registry,
-    pub store: Service,
-    pub registry_svc: Service,
-    pub runtime: Service,
-    pub busybox: String,
-    pub home: tempfile::TempDir,
+/// Everything started, busybox pulled; runtime-svc on runc, or on the built-in runtime with
+/// `BERTH_NET_TEST_RUNTIME=builtin`.
+pub async fn start() -> Env {
+    let rt = match std::env::var("BERTH_NET_TEST_RUNTIME").as_deref() {
+        Ok("builtin") => Runtime::Builtin,
+        _ => Runtime::Runc,
+    };
+    Env::with_busybox_on(rt).await
 }
 
-impl Env {
-    /// Everything started, busybox pulled.
-    pub async fn start() -> Env {
-        let home = tempfile::tempdir().unwrap();
-        let config = home.path().join("runtime-svc.toml");
-        // runc by default; BERTH_NET_TEST_RUNTIME=builtin runs the same tests on berth-runc.
-        let kind = std::env::var("BERTH_NET_TEST_RUNTIME").unwrap_or_else(|_| "runc".into());
-        std::fs::write(&config, format!("runtime = \"{kind}\"\n")).unwrap();
-        let registry = Registry::start().expect("starting docker-registry");
-        let busybox = registry.push_fixture(Fixture::Busybox, "busybox").expect("pushing busybox");
-        let store = Service::start("store-svc").await;
-        let registry_svc =
-            Service::builder("registry-svc").arg("--store").arg(store.endpoint().to_string()).start().await;
-        let runtime = Service::builder("runtime-svc")
-            .arg("--store")
-            .arg(store.endpoint().to_string())
-            .arg("--config")
-            .arg(config.to_string_lossy())
-            .sigkill_on_drop(false)
-            .start()
-            .await;
-        let env = Env { registry, store, registry_svc, runtime, busybox, home };
-        let mut c = rpb::registry_client::RegistryClient::new(env.registry_svc.channel().await);
-        let mut s = c
-            .pull(rpb::PullRequest { reference: env.busybox.clone(), platform: None })
-            .await
-            .expect("pull")
-            .into_inner();
-        while let Some(_ev) = s.message().await.expect("pull stream") {}
-        env
-    }
-
-    /// A `berth` command aimed at this stack.
-    pub fn berth_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin_path("berth"));
-        c.args(args)
-            .env("BERTH_STORE", self.store.endpoint().to_string())
-            .env("BERTH_REGISTRY", self.registry_svc.endpoint().to_string())
-            .env("BERTH_RUNTIME", self.runtime.endpoint().to_string())
-            .env("BERTH_ROOT", self.home.path())
-            .env("HOME", self.home.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs `berth ARGS` to completion.
-    pub async fn berth(&self, args: &[&str]) -> Output {
-        let mut c = self.berth_cmd(args);
-        tokio::task::spawn_blocking(move || c.output().expect("running berth")).await.unwrap()
-    }
-
-    /// Runs `berth ARGS`, asserting success; returns stdout.
-    pub async fn ok(&self, args: &[&str]) -> String {
-        let o = self.berth(args).await;
-        assert!(
-            o.status.success(),
-            "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}\nruntime-svc log:\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.runtime.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `berth ps -a` JSON entry of a container.
-    pub async fn ps_entry(&self, name: &str) -> Option<serde_json::Value> {
-        self.ok(&["ps", "-a", "--no-trunc", "--format", "json"])
-            .await
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("ps json"))
-            .find(|v| v["Names"] == name)
-    }
-
-    /// Runs a detached busybox httpd serving `body` on container port `port`; extra args go
-    /// before the image. Returns the container ID.
-    pub async fn httpd(&self, name: &str, port: u16, body: &str, extra: &[&str]) -> String {
-        let script = format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p {port} -h /www");
-        let mut args = vec!["run", "-d", "--name", name];
-        args.extend_from_slice(extra);
-        let bb = self.busybox.clone();
-        args.extend_from_slice(&[&bb, "sh", "-c", &script]);
-        self.ok(&args).await.trim().to_string()
-    }
+/// Runs a detached busybox httpd serving `body` on container port `port`; extra args go before
+/// the image. Returns the container ID.
+pub async fn httpd(env: &Env, name: &str, port: u16, body: &str, extra: &[&str]) -> String {
+    let script = format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p {port} -h /www");
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    let bb = env.busybox.clone();
+    args.extend_from_slice(&[&bb, "sh", "-c", &script]);
+    env.ok(&args).await.trim().to_string()
 }
 
 /// HTTP GET over a plain TcpStream; the body, or None when nothing answers.

@@ -3,7 +3,7 @@
 
 mod net_env;
 
-use net_env::{assert_network_released, can_run, host_links, Env};
+use net_env::{assert_network_released, can_run, host_links, httpd};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -14,7 +14,7 @@ async fn none_and_host_modes() {
     if !can_run() {
         return;
     }
-    let env = Env::start().await;
+    let env = net_env::start().await;
     let bb = env.busybox.clone();
     // none: only lo.
     let o = env.ok(&["run", "--rm", "--network", "none", &bb, "ls", "/sys/class/net"]).await;
@@ -49,7 +49,7 @@ async fn user_network_name_resolution_and_lifecycle() {
     if !can_run() {
         return;
     }
-    let env = Env::start().await;
+    let env = net_env::start().await;
     let bb = env.busybox.clone();
     let net = format!("testnet{}", std::process::id());
     let id = env.ok(&["network", "create", &net]).await.trim().to_string();
@@ -62,7 +62,7 @@ async fn user_network_name_resolution_and_lifecycle() {
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 
     // Two containers on the network reach each other by name.
-    let web = env.httpd("webpeer", 80, "peer-page", &["--network", &net]).await;
+    let web = httpd(&env, "webpeer", 80, "peer-page", &["--network", &net]).await;
     let o = env
         .ok(&[
             "run",

@@ -3,7 +3,7 @@
 
 mod net_env;
 
-use net_env::{assert_network_released, can_run, free_port, http_get_eventually, nft_table, Env};
+use net_env::{assert_network_released, can_run, free_port, http_get_eventually, httpd, nft_table, Env};
 use std::net::SocketAddr;
 
 fn stderr(o: &std::process::Output) -> String {
@@ -15,10 +15,10 @@ async fn publish_serves_on_loopback_and_rm_releases_everything() {
     if !can_run() {
         return;
     }
-    let env = Env::start().await;
+    let env = net_env::start().await;
     let port = free_port();
     let publish = format!("{port}:80");
-    let id = env.httpd("web", 80, "hello-from-berth", &["-p", &publish]).await;
+    let id = httpd(&env, "web", 80, "hello-from-berth", &["-p", &publish]).await;
 
     // A client on the host reaches the container through 127.0.0.1:<port>.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -84,9 +84,9 @@ async fn publish_all_and_ranges() {
     if !can_run() {
         return;
     }
-    let env = Env::start().await;
+    let env = net_env::start().await;
     // The busybox fixture EXPOSEs 8080/tcp: -P publishes it on a random host port.
-    let id = env.httpd("exposed", 8080, "exposed-page", &["-P"]).await;
+    let id = httpd(&env, "exposed", 8080, "exposed-page", &["-P"]).await;
     let out = env.ok(&["port", "exposed", "8080"]).await;
     let host_port: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("{out}"));
     let body = http_get_eventually(format!("127.0.0.1:{host_port}").parse().unwrap()).await;
@@ -105,7 +105,7 @@ async fn publish_all_and_ranges() {
     assert_ne!(o.status.code(), Some(0), "a host range shorter than the container range is refused");
     let udp = format!("{b}:53/udp");
     let lo = format!("127.0.0.1:{a}:80");
-    let id2 = env.httpd("multi", 80, "multi-page", &["-p", &lo, "-p", &udp, "-p", "81"]).await;
+    let id2 = httpd(&env, "multi", 80, "multi-page", &["-p", &lo, "-p", &udp, "-p", "81"]).await;
     let ports = env.ok(&["port", "multi"]).await;
     assert!(ports.contains(&format!("80/tcp -> 127.0.0.1:{a}")), "{ports}");
     assert!(ports.contains(&format!("53/udp -> 0.0.0.0:{b}")), "{ports}");
@@ -118,7 +118,7 @@ async fn publish_all_and_ranges() {
     let low = held.local_addr().unwrap().port();
     let high = low.saturating_add(20);
     let spec = format!("{low}-{high}:80");
-    let id3 = env.httpd("ranged", 80, "ranged-page", &["-p", &spec]).await;
+    let id3 = httpd(&env, "ranged", 80, "ranged-page", &["-p", &spec]).await;
     let out = env.ok(&["port", "ranged", "80"]).await;
     let got: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("{out}"));
     assert!(got > low && got <= high, "port {got} outside {low}-{high} or the held one");
@@ -137,9 +137,9 @@ async fn published_container_survives_runtime_svc_restart() {
     if !can_run() {
         return;
     }
-    let mut env = Env::start().await;
+    let mut env = net_env::start().await;
     let port = free_port();
-    let id = env.httpd("keeper", 80, "still-here", &["-p", &format!("{port}:80")]).await;
+    let id = httpd(&env, "keeper", 80, "still-here", &["-p", &format!("{port}:80")]).await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert_eq!(http_get_eventually(addr).await.as_deref(), Some("still-here\n"));
     let rules_before = nft_table().matches(&id).count();
