@@ -6,9 +6,11 @@
 //! - [`fixtures`]: build fixture images (OCI layouts) from Debian's busybox-static.
 //! - [`registry`]: run the CNCF distribution registry (docker-registry) and push fixtures with
 //!   skopeo.
+//! - [`podman`]: podman as the benchmarks' peer, configured as shared/PEERS.md says.
 
 pub mod certs;
 pub mod fixtures;
 pub mod layers;
+pub mod podman;
 pub mod registry;
 pub mod stack;

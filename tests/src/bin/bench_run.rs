@@ -23,6 +23,7 @@
 
 use anyhow::{bail, Context, Result};
 use berth_tests::fixtures::Fixture;
+use berth_tests::podman::Podman;
 use berth_tests::registry::Registry;
 use berth_tests::stack::{bin_path, Service};
 use std::path::{Path, PathBuf};
@@ -158,38 +159,6 @@ fn timed(c: &mut Command) -> Result<Duration> {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-struct Podman {
-    root: PathBuf,
-    runroot: PathBuf,
-    conf: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let conf = dir.join("containers.conf");
-        std::fs::write(
-            &conf,
-            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n\n[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
-        )?;
-        Ok(Podman { root: dir.join("root"), runroot: dir.join("runroot"), conf })
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(&self.root)
-            .arg("--runroot")
-            .arg(&self.runroot)
-            .arg("--storage-driver")
-            .arg("overlay")
-            .args(args)
-            .env("CONTAINERS_CONF", &self.conf)
-            .stdout(Stdio::piped());
-        c
-    }
 }
 
 struct Berth {
