@@ -40,6 +40,7 @@ impl Controller for CpuSet {
         Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_CPUS)?;
         Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_MEMS)?;
 
+        // Berth patch: was a `cgroup.procs` write (see `controller::join`).
         super::controller::join(pid, cgroup_path)?;
         Ok(())
     }
