@@ -249,6 +249,26 @@ async fn run_isolation_env_cmd_names_limits(rt: Runtime) {
         ])
         .await;
     assert!(err(&o).contains("fork") || err(&o).contains("resource"), "pids limit not applied: {}", err(&o));
+    // The container's processes are in its own cgroup in every hierarchy the host has (v1
+    // controllers here; the runtime joins them by itself), and --cpus reached the cpu one.
+    let id = env.ok(&["run", "-d", "--cpus", "0.5", &bb, "sleep", "1000"]).await.trim().to_string();
+    let pid = env.ok(&["inspect", "-f", "{{.State.Pid}}", &id]).await.trim().to_string();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrl, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        if ctrl.is_empty() || ctrl.starts_with("name=") {
+            continue; // the v2 hierarchy without controllers, named hierarchies: not the runtime's
+        }
+        assert_eq!(path, format!("/berth/{id}"), "cgroup of {ctrl}:\n{cgroups}");
+    }
+    let quota = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"]
+        .iter()
+        .find_map(|d| std::fs::read_to_string(format!("{d}/berth/{id}/cpu.cfs_quota_us")).ok());
+    if let Some(q) = quota {
+        assert_eq!(q.trim(), "50000", "--cpus 0.5 with the default 100 ms period");
+    }
+    env.ok(&["rm", "-f", &id]).await;
 
     // container prune removes every stopped container.
     let pruned = env.ok(&["container", "prune", "-f"]).await;
