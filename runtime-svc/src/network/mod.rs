@@ -351,12 +351,18 @@ pub struct Networks {
     root: PathBuf,
     cfg: NetConfig,
     lock: tokio::sync::Mutex<()>,
+    /// Bridges (name → ifindex) whose base nft rules this process has applied. An nft
+    /// transaction costs ~30 ms (the kernel waits for an RCU grace period on commit), so it runs
+    /// once per bridge instead of on every container start; a bridge re-created (new ifindex)
+    /// or removed with its network is applied again.
+    based: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Networks {
     /// Opens (creating the state directories).
     pub fn open(root: &Path, cfg: NetConfig) -> Result<Networks, NetError> {
-        let n = Networks { root: root.to_path_buf(), cfg, lock: tokio::sync::Mutex::new(()) };
+        let n =
+            Networks { root: root.to_path_buf(), cfg, lock: tokio::sync::Mutex::new(()), based: Default::default() };
         for d in
             [n.defs_dir(), n.netns_dir(), n.global("ipam"), n.global("ports"), n.global("leases"), n.global("subnets")]
         {
@@ -569,6 +575,7 @@ impl Networks {
     }
 
     async fn destroy(&self, def: &NetworkDef) {
+        self.based.lock().unwrap().remove(&def.bridge);
         if let Err(e) = netlink::delete_link(def.bridge.clone()).await {
             tracing::warn!(bridge = %def.bridge, error = %e, "could not delete the bridge");
         }
@@ -780,9 +787,9 @@ impl Networks {
     ) -> Result<Attached, NetError> {
         let (_, len) = parse_cidr(&def.subnet)?;
         let gw: Ipv4Addr = def.gateway.parse().map_err(|_| NetError::Invalid("bad gateway".into()))?;
-        netlink::ensure_bridge(def.bridge.clone(), gw, len).await.map_err(NetError::Setup)?;
-        let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", def.bridge), "1");
-        {
+        let bridge_idx = netlink::ensure_bridge(def.bridge.clone(), gw, len).await.map_err(NetError::Setup)?;
+        if self.based.lock().unwrap().get(&def.bridge) != Some(&bridge_idx) {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", def.bridge), "1");
             let table = self.cfg.nft_table.clone();
             let br = def.bridge.clone();
             tokio::task::spawn_blocking(move || {
@@ -792,6 +799,7 @@ impl Networks {
             .await
             .map_err(|e| NetError::Setup(e.to_string()))?
             .map_err(NetError::Setup)?;
+            self.based.lock().unwrap().insert(def.bridge.clone(), bridge_idx);
         }
         let (ip, prefix) = self.allocate_ip(def, id)?;
         let mut wanted = net.request.ports.clone();
@@ -842,13 +850,17 @@ impl Networks {
         .await
         .map_err(NetError::Setup)?;
         ep.mac = mac;
+        // No published ports, no rules: and none of an earlier start are left (`attach`
+        // detached first), so nft is not run at all.
         let rules = dnat_rules(&ep);
-        let table = self.cfg.nft_table.clone();
-        let cid = id.to_string();
-        tokio::task::spawn_blocking(move || nft::set_rules(&table, &cid, &rules))
-            .await
-            .map_err(|e| NetError::Setup(e.to_string()))?
-            .map_err(NetError::Setup)?;
+        if !rules.is_empty() {
+            let table = self.cfg.nft_table.clone();
+            let cid = id.to_string();
+            tokio::task::spawn_blocking(move || nft::set_rules(&table, &cid, &rules))
+                .await
+                .map_err(|e| NetError::Setup(e.to_string()))?
+                .map_err(NetError::Setup)?;
+        }
         let lease = Lease { endpoint: ep.clone(), ..lease };
         self.save_lease(&lease)?;
         rewrite_in_place(&dir.join("resolv.conf"), &resolv_conf(host_resolv, false))
@@ -889,9 +901,10 @@ impl Networks {
     pub async fn detach(&self, id: &str) {
         let lease: Option<Lease> =
             std::fs::read(self.lease_path(id)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        // Rules are only ever set after the lease is saved (and stale ones are swept by
-        // cleanup_stale), so without a lease there is nothing to delete: skip the nft exec.
-        if lease.is_some() {
+        // Rules are only ever set after the lease that lists their ports is saved (and stale
+        // ones are swept by cleanup_stale), so without a lease, or with one without ports, there
+        // is nothing to delete: skip the nft exec.
+        if lease.as_ref().is_some_and(|l| !l.endpoint.ports.is_empty()) {
             let table = self.cfg.nft_table.clone();
             let cid = id.to_string();
             let _ = tokio::task::spawn_blocking(move || nft::delete_rules(&table, &cid)).await;
