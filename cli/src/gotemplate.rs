@@ -501,6 +501,61 @@ pub fn render_lines(format: &str, values: &[Value]) -> Result<String, TemplateEr
     Ok(out)
 }
 
+/// docker's `--format` of a list (`ps`, `images`, `volume ls`, `stats`): `\t` and `\n` written
+/// in the format stand for a tab and a newline; a format that starts with `table` prints a
+/// header row first (each field's header from `headers`, else its name in capitals) and aligns
+/// the tab-separated columns as docker's tabwriter does (each cell padded to its column's widest
+/// plus 3 spaces, at least 10 characters; the last cell of a line is not padded). Any other
+/// format prints one line per value.
+pub fn render_list(format: &str, values: &[Value], headers: &[(&str, &str)]) -> Result<String, TemplateError> {
+    let f = format.replace("\\t", "\t").replace("\\n", "\n");
+    let Some(body) = f.strip_prefix("table") else {
+        return render_lines(&f, values);
+    };
+    let t = Template::parse(body.trim_start_matches(' '))?;
+    let mut head = serde_json::Map::new();
+    for v in values.iter().take(1) {
+        if let Value::Object(m) = v {
+            for k in m.keys() {
+                head.insert(k.clone(), Value::String(k.to_uppercase()));
+            }
+        }
+    }
+    for (k, h) in headers {
+        head.insert(k.to_string(), Value::String(h.to_string()));
+    }
+    let mut lines = vec![t.render(&Value::Object(head))?];
+    for v in values {
+        lines.push(t.render(v)?);
+    }
+    Ok(align_tabs(&lines.join("\n")))
+}
+
+/// Go's `tabwriter.NewWriter(w, 10, 1, 3, ' ', 0)` (docker's table writer) over `text`.
+fn align_tabs(text: &str) -> String {
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let mut widths: Vec<usize> = vec![];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(r.len().saturating_sub(1)) {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(c.chars().count() + 3).max(10);
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            out.push_str(c);
+            if i + 1 < r.len() {
+                out.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,5 +589,22 @@ mod tests {
         assert_eq!(r("{{printf \"%s=%d\" .Name .State.Pid}}", &v), "/web=42");
         assert!(Template::parse("{{if .X}}").is_err());
         assert!(Template::parse("{{bogus .X}}").unwrap().render(&v).is_err());
+    }
+
+    #[test]
+    fn docker_list_formats() {
+        let vals = vec![
+            json!({"ID": "abc", "Names": "web", "Status": "Up 2 seconds"}),
+            json!({"ID": "d", "Names": "a-long-name-here", "Status": "Exited (0)"}),
+        ];
+        let h = [("ID", "CONTAINER ID")];
+        // `table`: docker's headers, columns aligned (>= 10 wide, 3 spaces of padding).
+        assert_eq!(
+            render_list("table {{.ID}}\\t{{.Names}}\\t{{.Status}}", &vals, &h).unwrap(),
+            "CONTAINER ID   NAMES              STATUS\nabc            web                Up 2 seconds\nd              a-long-name-here   Exited (0)\n"
+        );
+        assert_eq!(render_list("table {{.Names}}", &vals, &h).unwrap(), "NAMES\nweb\na-long-name-here\n");
+        // Without `table`: one line per value, `\t` is a tab.
+        assert_eq!(render_list("{{.ID}}\\t{{.Names}}", &vals, &h).unwrap(), "abc\tweb\nd\ta-long-name-here\n");
     }
 }

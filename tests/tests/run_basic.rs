@@ -62,6 +62,13 @@ async fn run_echo_ps_stop_rm(rt: Runtime) {
     let line = ps.lines().find(|l| l.ends_with("sleeper")).unwrap_or_else(|| panic!("{ps}"));
     assert!(line.starts_with(&id[..12]) && line.contains("Up "), "{line}");
     assert!(line.contains("\"sleep 1000\""), "{line}");
+    // docker's `table` formats: a header row, columns aligned; `\t` in the format is a tab.
+    let t = env.ok(&["ps", "--format", "table {{.Names}}\\t{{.Status}}"]).await;
+    let mut lines = t.lines();
+    assert_eq!(lines.next().map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["NAMES", "STATUS"]), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("sleeper   ") && l.contains("Up ")), "{t}");
+    let plain = env.ok(&["ps", "--format", "{{.Names}}\\t{{.State}}"]).await;
+    assert!(plain.lines().any(|l| l == "sleeper\trunning"), "{plain:?}");
     // rm without -f is refused.
     let o = env.berth(&["rm", "sleeper"]).await;
     assert_ne!(o.status.code(), Some(0));

@@ -325,6 +325,24 @@ fn ago(nanos: i64) -> String {
     human_duration(Duration::from_nanos(now_nanos().saturating_sub(nanos).max(0) as u64))
 }
 
+/// docker's column headers of `ps --format "table …"` fields.
+const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Size", "SIZE"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
+    ("Networks", "NETWORKS"),
+];
+
 /// docker's STATUS column: "Created", "Up 5 minutes", "Exited (0) 2 minutes ago".
 pub fn status_text(c: &pb::Container) -> String {
     if c.restarting {
@@ -416,7 +434,7 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
                     }
                 }
                 Some(f) => {
-                    let text = crate::gotemplate::render_lines(f, &values).map_err(|e| anyhow!("{e}"))?;
+                    let text = crate::gotemplate::render_list(f, &values, PS_HEADERS).map_err(|e| anyhow!("{e}"))?;
                     write!(out, "{text}")?;
                 }
                 None => {}

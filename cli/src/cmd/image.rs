@@ -307,8 +307,10 @@ async fn images(ctx: &Context, o: ImagesOpts) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match o.format.as_deref() {
-        Some("json") | Some("{{json .}}") => {
+    let format = o.format.as_deref().map(str::trim).filter(|f| !f.is_empty());
+    match format {
+        Some(f) if f != "table" => {
+            let mut values = vec![];
             for r in &rows {
                 let v = serde_json::json!({
                     "Containers": "N/A",
@@ -323,10 +325,17 @@ async fn images(ctx: &Context, o: ImagesOpts) -> Result<ExitCode> {
                     "UniqueSize": "N/A",
                     "VirtualSize": human_size(r.size.max(0) as u64),
                 });
-                println!("{v}");
+                values.push(v);
+            }
+            if f == "json" || f == "{{json .}}" {
+                for v in &values {
+                    println!("{v}");
+                }
+            } else {
+                print!("{}", crate::gotemplate::render_list(f, &values, IMAGES_HEADERS).map_err(|e| anyhow!("{e}"))?);
             }
         }
-        None | Some("table") => {
+        _ => {
             let mut headers = vec!["REPOSITORY", "TAG"];
             if o.digests {
                 headers.push("DIGEST");
@@ -345,10 +354,24 @@ async fn images(ctx: &Context, o: ImagesOpts) -> Result<ExitCode> {
             }
             print!("{t}");
         }
-        Some(other) => bail!("unsupported --format {other:?}: use \"table\" or \"json\""),
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// docker's column headers of `images --format "table …"` fields.
+const IMAGES_HEADERS: &[(&str, &str)] = &[
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("Containers", "CONTAINERS"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+    ("SharedSize", "SHARED SIZE"),
+    ("UniqueSize", "UNIQUE SIZE"),
+];
 
 fn created_text(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)

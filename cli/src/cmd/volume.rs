@@ -122,7 +122,8 @@ pub async fn run(cmd: VolumeCommand, ctx: &Context) -> Result<ExitCode> {
                 }
                 Some(f) => {
                     let values: Vec<Value> = vols.iter().map(volume_json).collect();
-                    print!("{}", crate::gotemplate::render_lines(f, &values).map_err(|e| anyhow!("{e}"))?);
+                    let headers = [("Name", "VOLUME NAME"), ("Driver", "DRIVER"), ("Mountpoint", "MOUNTPOINT")];
+                    print!("{}", crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))?);
                 }
             }
         }
