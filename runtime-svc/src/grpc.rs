@@ -195,7 +195,8 @@ impl pb::runtime_server::Runtime for RuntimeService {
         }
         let c = r.config.unwrap_or_default();
         let h = r.host_config.unwrap_or_default();
-        let network = crate::network::grpc::request_from_pb(&h)?;
+        let mut network = crate::network::grpc::request_from_pb(&h)?;
+        network.expose = crate::network::grpc::expose_from_pb(&c.exposed_ports)?;
         let mut spec = CreateSpec {
             image: r.image,
             name: r.name,

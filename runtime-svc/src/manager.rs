@@ -353,6 +353,11 @@ impl Manager {
         let mut net = crate::network::ContainerNet { request: req.network.clone(), ..Default::default() };
         net.request.mode = self.net.resolve_mode(&net.request.mode)?;
         net.exposed = img.config.config.exposed_ports.clone().unwrap_or_default().into_keys().collect();
+        for e in &net.request.expose {
+            if !net.exposed.contains(e) {
+                net.exposed.push(e.clone());
+            }
+        }
         if run.argv().is_empty() {
             return Err(RuntimeError::Invalid("no command specified".into()));
         }

@@ -91,6 +91,20 @@ async fn publish_all_and_ranges() {
     let host_port: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap_or_else(|_| panic!("{out}"));
     let body = http_get_eventually(format!("127.0.0.1:{host_port}").parse().unwrap()).await;
     assert_eq!(body.as_deref(), Some("exposed-page\n"));
+    // --expose adds to the image's EXPOSE: listed by ps (a run grouped as docker does) and
+    // inspect, published by -P; a bad one is refused.
+    env.ok(&["create", "--name", "more", "--expose", "7000-7001", "--expose", "53/udp", &env.busybox]).await;
+    let e = env.ps_entry("more").await.unwrap();
+    assert_eq!(e["Ports"], "7000-7001/tcp, 53/udp, 8080/tcp", "{e}"); // docker's own order
+    let pid7000 =
+        env.ok(&["run", "-d", "--name", "more-p", "-P", "--expose", "7000", &env.busybox, "sleep", "60"]).await;
+    let out = env.ok(&["port", "more-p", "7000"]).await;
+    assert!(out.trim().starts_with("0.0.0.0:"), "--expose + -P did not publish 7000: {out}");
+    let o = env.berth(&["create", "--expose", "80/sctp", &env.busybox]).await;
+    assert_ne!(o.status.code(), Some(0), "a bad --expose is refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--expose"), "{}", String::from_utf8_lossy(&o.stderr));
+    env.ok(&["rm", "-f", "more", "more-p"]).await;
+    assert_network_released(&env, pid7000.trim());
 
     // A range on a given address, and a udp port: all listed by `berth port`.
     let a = free_port();

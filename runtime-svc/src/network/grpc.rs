@@ -72,7 +72,23 @@ pub fn request_from_pb(h: &pb::HostConfig) -> Result<super::NetRequest, RuntimeE
         mode: h.network_mode.clone(),
         ports: h.port_bindings.iter().map(port_from_pb).collect::<Result<_, _>>()?,
         publish_all: h.publish_all_ports,
+        expose: vec![],
     })
+}
+
+/// `--expose` entries as "PORT/PROTO" (tcp when no protocol is given); a clear error for
+/// anything else.
+pub fn expose_from_pb(ports: &[String]) -> Result<Vec<String>, RuntimeError> {
+    ports
+        .iter()
+        .map(|e| {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            match (port.parse::<u16>(), proto) {
+                (Ok(p), "tcp" | "udp") if p > 0 => Ok(format!("{p}/{proto}")),
+                _ => Err(RuntimeError::Invalid(format!("invalid exposed port {e:?} (expected PORT[/tcp|udp])"))),
+            }
+        })
+        .collect()
 }
 
 /// A Container message with only the network fields set (the base of `to_pb`'s struct update).

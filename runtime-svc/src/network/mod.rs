@@ -88,6 +88,8 @@ pub struct NetRequest {
     pub ports: Vec<PortBinding>,
     /// `-P`.
     pub publish_all: bool,
+    /// `--expose` ("80/tcp"), added to the image's EXPOSE.
+    pub expose: Vec<String>,
 }
 
 /// A container's attachment while it runs.

@@ -98,19 +98,89 @@ fn shown_ip(p: &pb::PortBinding) -> &str {
 }
 
 /// The PORTS column: `0.0.0.0:8080->80/tcp, 443/tcp` (published, then exposed only).
+/// `--expose PORT[-END][/PROTO]` as "PORT/PROTO" entries, one per port (docker's forms: `80`,
+/// `53/udp`, `7000-7001/tcp`).
+pub fn parse_expose(s: &str) -> Result<Vec<String>> {
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    if proto != "tcp" && proto != "udp" {
+        return Err(anyhow!("invalid --expose {s:?}: the protocol must be tcp or udp"));
+    }
+    let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+    let bad = || anyhow!("invalid --expose {s:?}: expected PORT[-END][/tcp|udp], ports 1-65535");
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
+}
+
 pub fn ports_text(c: &pb::Container) -> String {
-    let mut out: Vec<String> = c
+    let mut ports: Vec<ShownPort> = c
         .ports
         .iter()
-        .map(|p| format!("{}:{}->{}/{}", shown_ip(p), p.host_port, p.container_port, p.protocol))
+        .map(|p| ShownPort {
+            ip: shown_ip(p).to_string(),
+            public: p.host_port,
+            private: p.container_port,
+            proto: p.protocol.clone(),
+        })
         .collect();
     for e in &c.exposed_ports {
         let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-        if !c.ports.iter().any(|p| p.container_port.to_string() == port && p.protocol == proto) {
-            out.push(format!("{port}/{proto}"));
+        let Ok(private) = port.parse::<u32>() else { continue };
+        if !c.ports.iter().any(|p| p.container_port == private && p.protocol == proto) {
+            ports.push(ShownPort { ip: String::new(), public: 0, private, proto: proto.to_string() });
         }
     }
-    out.join(", ")
+    displayable_ports(ports)
+}
+
+/// One row of docker's PORTS column: published (`ip` set) or only exposed.
+struct ShownPort {
+    ip: String,
+    public: u32,
+    private: u32,
+    proto: String,
+}
+
+/// docker's `DisplayablePorts`: sorted by container port; runs of consecutive ports published
+/// on the same port number (or only exposed) with the same address and protocol are grouped
+/// (`0.0.0.0:8000-8002->8000-8002/tcp`, `7000-7001/tcp`); a port published on another number is
+/// listed on its own, after the groups (`0.0.0.0:8080->80/tcp`).
+fn displayable_ports(mut ports: Vec<ShownPort>) -> String {
+    ports.sort_by(|a, b| (a.private, &a.ip, a.public, &a.proto).cmp(&(b.private, &b.ip, b.public, &b.proto)));
+    let form = |key: &str, first: u32, last: u32| {
+        let (ip, proto) = key.split_once('/').map_or(("", key), |(ip, proto)| (ip, proto));
+        let range = if first == last { first.to_string() } else { format!("{first}-{last}") };
+        if ip.is_empty() {
+            format!("{range}/{proto}")
+        } else {
+            format!("{ip}:{range}->{range}/{proto}")
+        }
+    };
+    let mut groups: Vec<(String, u32, u32)> = vec![];
+    let (mut result, mut mappings) = (vec![], vec![]);
+    for p in &ports {
+        let key = if p.ip.is_empty() {
+            p.proto.clone()
+        } else if p.public != p.private {
+            mappings.push(format!("{}:{}->{}/{}", p.ip, p.public, p.private, p.proto));
+            continue;
+        } else {
+            format!("{}/{}", p.ip, p.proto)
+        };
+        match groups.iter_mut().find(|g| g.0 == key) {
+            None => groups.push((key, p.private, p.private)),
+            Some(g) if p.private == g.2 + 1 => g.2 = p.private,
+            Some(g) => {
+                result.push(form(&g.0, g.1, g.2));
+                (g.1, g.2) = (p.private, p.private);
+            }
+        }
+    }
+    result.extend(groups.iter().map(|g| form(&g.0, g.1, g.2)));
+    result.extend(mappings);
+    result.join(", ")
 }
 
 /// `berth port`.
@@ -186,6 +256,43 @@ mod tests {
             exposed_ports: vec!["80/tcp".into(), "443/tcp".into()],
             ..Default::default()
         };
-        assert_eq!(ports_text(&c), "0.0.0.0:8080->80/tcp, 443/tcp");
+        // As docker: groups of exposed (or same-number) ports first, then other mappings.
+        assert_eq!(ports_text(&c), "443/tcp, 0.0.0.0:8080->80/tcp");
+    }
+
+    fn p(ip: &str, public: u32, private: u32, proto: &str) -> ShownPort {
+        ShownPort { ip: ip.into(), public, private, proto: proto.into() }
+    }
+
+    #[test]
+    fn expose_forms() {
+        assert_eq!(parse_expose("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(parse_expose("53/udp").unwrap(), vec!["53/udp"]);
+        assert_eq!(parse_expose("7000-7002/tcp").unwrap(), vec!["7000/tcp", "7001/tcp", "7002/tcp"]);
+        for bad in ["", "x", "0", "80/sctp", "9-8", "70000", "1-x"] {
+            assert!(parse_expose(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_column_as_docker() {
+        // Same-number publishing is grouped; other mappings follow, one each.
+        let v = vec![
+            p("0.0.0.0", 8002, 8002, "tcp"),
+            p("0.0.0.0", 8000, 8000, "tcp"),
+            p("0.0.0.0", 8001, 8001, "tcp"),
+            p("0.0.0.0", 18080, 80, "tcp"),
+            p("127.0.0.1", 53, 53, "udp"),
+            p("", 0, 7001, "tcp"),
+            p("", 0, 7000, "tcp"),
+        ];
+        assert_eq!(
+            displayable_ports(v),
+            "127.0.0.1:53->53/udp, 7000-7001/tcp, 0.0.0.0:8000-8002->8000-8002/tcp, 0.0.0.0:18080->80/tcp"
+        );
+        // A gap ends a group.
+        let v = vec![p("", 0, 80, "tcp"), p("", 0, 81, "tcp"), p("", 0, 90, "tcp")];
+        assert_eq!(displayable_ports(v), "80-81/tcp, 90/tcp");
+        assert_eq!(displayable_ports(vec![]), "");
     }
 }

@@ -93,6 +93,9 @@ pub struct CreateOpts {
     /// Publish every port the image EXPOSEs to a random host port.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Expose a port or a range of ports (80, 53/udp, 7000-7001/tcp) besides the image's EXPOSE.
+    #[arg(long = "expose")]
+    pub expose: Vec<String>,
     /// The image to run.
     pub image: String,
     /// The command and its arguments (replaces the image's CMD).
@@ -175,6 +178,12 @@ impl CreateOpts {
                 tty: self.tty,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 labels,
+                exposed_ports: self
+                    .expose
+                    .iter()
+                    .map(|e| super::port::parse_expose(e))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
                 ..Default::default()
             }),
             host_config: Some(pb::HostConfig {
