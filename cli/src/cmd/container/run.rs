@@ -178,12 +178,7 @@ impl CreateOpts {
                 tty: self.tty,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 labels,
-                exposed_ports: self
-                    .expose
-                    .iter()
-                    .map(|e| super::port::parse_expose(e))
-                    .collect::<Result<Vec<_>>>()?
-                    .concat(),
+                exposed_ports: parse_all(&self.expose, super::port::parse_expose)?,
                 ..Default::default()
             }),
             host_config: Some(pb::HostConfig {
@@ -192,12 +187,7 @@ impl CreateOpts {
                 pids_limit: self.pids_limit.unwrap_or(0),
                 auto_remove: self.rm,
                 network_mode: self.network.clone().unwrap_or_default(),
-                port_bindings: self
-                    .publish
-                    .iter()
-                    .map(|p| super::port::parse_publish(p))
-                    .collect::<Result<Vec<_>>>()?
-                    .concat(),
+                port_bindings: parse_all(&self.publish, super::port::parse_publish)?,
                 publish_all_ports: self.publish_all,
                 binds: self.volume.clone(),
                 mounts: self.mount.iter().map(|m| super::storage_flags::parse_mount(m)).collect::<Result<_>>()?,
@@ -375,4 +365,14 @@ fn run_plan(o: &RunOpts) -> Result<attach::Plan> {
         attach::check_input_tty(stdin, o.create.tty)?;
     }
     Ok(attach::Plan { stdin, stdout, stderr, start: true, rm: o.create.rm, sig_proxy: o.sig_proxy, detach_keys })
+}
+
+/// Each value of a repeated flag parsed by `parse` (which may expand one value into several,
+/// e.g. a port range), in order.
+fn parse_all<T>(values: &[String], parse: fn(&str) -> Result<Vec<T>>) -> Result<Vec<T>> {
+    let mut out = vec![];
+    for v in values {
+        out.extend(parse(v)?);
+    }
+    Ok(out)
 }
