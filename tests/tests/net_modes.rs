@@ -58,6 +58,9 @@ async fn user_network_name_resolution_and_lifecycle() {
     for n in ["bridge", "host", "none", net.as_str()] {
         assert!(ls.lines().any(|l| l.split_whitespace().nth(1) == Some(n)), "{n} missing:\n{ls}");
     }
+    let names = env.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]).await;
+    assert!(names.lines().any(|l| l == format!("{net} bridge")), "{names}");
+    assert!(names.lines().any(|l| l == "none null"), "{names}");
     let o = env.berth(&["network", "create", &net]).await;
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 

@@ -459,8 +459,8 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// "2026-11-22 16:40:00 +0000 UTC", as docker's CreatedAt.
-fn created_at(nanos: i64) -> String {
+/// "2026-11-22 16:40:00 +0000 UTC", as docker's CreatedAt (in `ps` and `network ls` formats).
+pub fn created_at(nanos: i64) -> String {
     let secs = nanos / 1_000_000_000;
     match time::OffsetDateTime::from_unix_timestamp(secs) {
         Ok(t) => format!(

@@ -35,6 +35,10 @@ pub enum NetworkCommand {
         /// Don't truncate output.
         #[arg(long)]
         no_trunc: bool,
+        /// Format the output: "table" (default), "json", or a Go template ("table TEMPLATE"
+        /// for docker's table with headers).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Display detailed information on one or more networks.
     Inspect {
@@ -124,12 +128,49 @@ pub async fn run(cmd: NetworkCommand, ctx: &Context) -> Result<ExitCode> {
                 .unwrap_or_default();
             println!("{}", n.id);
         }
-        NetworkCommand::Ls { quiet, no_trunc } => {
+        NetworkCommand::Ls { quiet, no_trunc, format } => {
             let list = c.list_networks(pb::ListNetworksRequest {}).await.map_err(daemon_err)?.into_inner().networks;
             let id = |n: &pb::Network| if no_trunc { n.id.clone() } else { short_id(&n.id) };
+            let format = format.as_deref().map(str::trim).filter(|f| !f.is_empty() && *f != "table");
             if quiet {
                 for n in &list {
                     println!("{}", id(n));
+                }
+            } else if let Some(f) = format {
+                // docker's `network ls --format` fields.
+                let values: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "CreatedAt": super::container::created_at(n.created_at_unix_nanos),
+                            "Driver": n.driver,
+                            "ID": id(n),
+                            "IPv4": "true",
+                            "IPv6": "false",
+                            "Internal": "false",
+                            "Labels": "",
+                            "Name": n.name,
+                            "Scope": scope(n),
+                        })
+                    })
+                    .collect();
+                if f == "json" || f == "{{json .}}" {
+                    for v in &values {
+                        println!("{v}");
+                    }
+                } else {
+                    let headers = [
+                        ("ID", "NETWORK ID"),
+                        ("Name", "NAME"),
+                        ("Driver", "DRIVER"),
+                        ("Scope", "SCOPE"),
+                        ("CreatedAt", "CREATED AT"),
+                        ("IPv4", "IPV4"),
+                        ("IPv6", "IPV6"),
+                        ("Internal", "INTERNAL"),
+                        ("Labels", "LABELS"),
+                    ];
+                    print!("{}", crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))?);
                 }
             } else {
                 let mut t = Table::new(["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
