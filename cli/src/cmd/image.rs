@@ -314,7 +314,7 @@ async fn images(ctx: &Context, o: ImagesOpts) -> Result<ExitCode> {
             for r in &rows {
                 let v = serde_json::json!({
                     "Containers": "N/A",
-                    "CreatedAt": created_text(r.created),
+                    "CreatedAt": super::container::created_at(r.created.saturating_mul(1_000_000_000)),
                     "CreatedSince": time_ago_unix(r.created),
                     "Digest": r.digest,
                     "ID": if o.no_trunc { r.id.clone() } else { short_id(&r.id) },
