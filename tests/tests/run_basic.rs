@@ -90,14 +90,17 @@ async fn run_echo_ps_stop_rm(rt: Runtime) {
 
 /// Containers that end before the runtime has returned from starting them: every run reports
 /// its exit code, never an engine error. (The shim used to exit before writing its reply to
-/// START when the container was already gone: "shim closed the connection", 1 run in ~30.)
+/// START when the container was already gone: "shim closed the connection", 1 run in ~30 under
+/// load.) The shims here hold their START reply back 300 ms (a test-only fault injection), so
+/// every one of these containers has exited and its shim finished before the reply is written.
 async fn containers_that_exit_at_once(rt: Runtime) {
     if !can_run() {
         return;
     }
-    let env = Env::with_busybox_on(rt).await;
+    let env = Env::start_on_with(rt, &[("BERTH_SHIM_TEST_START_REPLY_DELAY_MS", "300")]).await;
     let bb = env.busybox.clone();
-    for i in 0..30 {
+    env.pull(&bb).await;
+    for i in 0..6 {
         let code = i % 3;
         let script = format!("exit {code}");
         let o = env.berth(&["run", "--rm", "--network", "none", &bb, "sh", "-c", &script]).await;
@@ -105,6 +108,10 @@ async fn containers_that_exit_at_once(rt: Runtime) {
         // (The first run unpacks the image and says so on stderr.)
         assert!(i == 0 || err(&o).is_empty(), "run {i}: {}", err(&o));
     }
+    // Detached too: the container is reported started, then exited with its code.
+    let id = env.ok(&["run", "-d", "--network", "none", &bb, "sh", "-c", "exit 4"]).await.trim().to_string();
+    assert_eq!(env.ok(&["wait", &id]).await.trim(), "4");
+    env.ok(&["rm", &id]).await;
     let psa = env.ok(&["ps", "-aq"]).await;
     assert!(psa.trim().is_empty(), "--rm containers left behind:\n{psa}");
 }

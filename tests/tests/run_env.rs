@@ -86,6 +86,12 @@ impl Env {
 
     /// Starts everything with runtime-svc using `rt`; busybox pushed but not pulled.
     pub async fn start_on(rt: Runtime) -> Env {
+        Env::start_on_with(rt, &[]).await
+    }
+
+    /// As [`Env::start_on`], with these environment variables for runtime-svc (and so for the
+    /// shims it spawns).
+    pub async fn start_on_with(rt: Runtime, runtime_env: &[(&str, &str)]) -> Env {
         let home = tempfile::tempdir().unwrap();
         let config = home.path().join("runtime-svc.toml");
         let kind = match rt {
@@ -98,14 +104,16 @@ impl Env {
         let store = Service::start("store-svc").await;
         let registry_svc =
             Service::builder("registry-svc").arg("--store").arg(store.endpoint().to_string()).start().await;
-        let runtime = Service::builder("runtime-svc")
+        let mut runtime = Service::builder("runtime-svc")
             .arg("--store")
             .arg(store.endpoint().to_string())
             .arg("--config")
             .arg(config.to_string_lossy())
-            .sigkill_on_drop(false)
-            .start()
-            .await;
+            .sigkill_on_drop(false);
+        for (k, v) in runtime_env {
+            runtime = runtime.env(*k, *v);
+        }
+        let runtime = runtime.start().await;
         Env { registry, store, registry_svc, runtime, busybox, home }
     }
 

@@ -585,6 +585,9 @@ fn handle(s: &Arc<Shared>, conn: UnixStream) -> io::Result<()> {
             // exit of a container that ends at once) waits for this reply to be written.
             *s.pending.lock().unwrap() += 1;
             let reply = start(s);
+            if let Some(d) = start_reply_delay() {
+                std::thread::sleep(d);
+            }
             let r = w.write_all(reply.as_bytes());
             *s.pending.lock().unwrap() -= 1;
             s.pending_cond.notify_all();
@@ -644,6 +647,15 @@ fn handle(s: &Arc<Shared>, conn: UnixStream) -> io::Result<()> {
         }
         other => w.write_all(format!("ERR 125 unknown command {other:?}\n").as_bytes()),
     }
+}
+
+/// Fault injection for the tests: `BERTH_SHIM_TEST_START_REPLY_DELAY_MS` (inherited from
+/// runtime-svc) holds the START reply back this long after the container started, which makes
+/// a container that exits at once finish before its START reply is written, every time
+/// (`run_basic::containers_that_exit_at_once`). Unset in normal use.
+fn start_reply_delay() -> Option<Duration> {
+    let ms: u64 = std::env::var("BERTH_SHIM_TEST_START_REPLY_DELAY_MS").ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms.min(5_000)))
 }
 
 fn parse_size(c: Option<&str>, r: Option<&str>) -> Option<(u16, u16)> {
