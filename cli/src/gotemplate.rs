@@ -506,8 +506,11 @@ pub fn render_lines(format: &str, values: &[Value]) -> Result<String, TemplateEr
 /// header row first (each field's header from `headers`, else its name in capitals) and aligns
 /// the tab-separated columns as docker's tabwriter does (each cell padded to its column's widest
 /// plus 3 spaces, at least 10 characters; the last cell of a line is not padded). Any other
-/// format prints one line per value.
+/// format prints one line per value; `json` (or `{{json .}}`) prints each value as one JSON line.
 pub fn render_list(format: &str, values: &[Value], headers: &[(&str, &str)]) -> Result<String, TemplateError> {
+    if matches!(format.trim(), "json" | "{{json .}}") {
+        return Ok(values.iter().map(|v| format!("{v}\n")).collect());
+    }
     let f = format.replace("\\t", "\t").replace("\\n", "\n");
     let Some(body) = f.strip_prefix("table") else {
         return render_lines(&f, values);

@@ -282,21 +282,25 @@ impl Store {
         self.live_lease(id).await?;
         let (present, missing) = self.stat_many(digests).await?;
         if !present.is_empty() {
-            let now = SystemTime::now();
-            let mut leases = self.leases.lock().await;
-            let lease =
-                leases.get(id).filter(|l| !l.expired(now)).ok_or_else(|| StoreError::LeaseNotFound(id.to_string()))?;
-            let mut updated = lease.clone();
-            let mut changed = false;
-            for b in &present {
-                changed |= updated.digests.insert(b.digest.clone());
-            }
-            if changed {
-                self.put_volatile_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
-                leases.insert(id.to_string(), updated);
-            }
+            self.update_lease(id, |l| present.iter().fold(false, |c, b| l.digests.insert(b.digest.clone()) | c))
+                .await?;
         }
         Ok((present, missing))
+    }
+
+    /// Applies `change` to live lease `id` (which says whether it changed anything) and saves it
+    /// when it did.
+    async fn update_lease(&self, id: &str, change: impl FnOnce(&mut Lease) -> bool) -> Result<()> {
+        let now = SystemTime::now();
+        let mut leases = self.leases.lock().await;
+        let lease =
+            leases.get(id).filter(|l| !l.expired(now)).ok_or_else(|| StoreError::LeaseNotFound(id.to_string()))?;
+        let mut updated = lease.clone();
+        if change(&mut updated) {
+            self.put_volatile_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
+            leases.insert(id.to_string(), updated);
+        }
+        Ok(())
     }
 
     /// [`Store::lease_add`] for a caller that holds the GC lock already.
@@ -308,22 +312,16 @@ impl Store {
         if digest.is_none() && ingest.is_none() {
             return Err(StoreError::InvalidArgument("set either `digest` or `ingest` to add to a lease".into()));
         }
-        let now = SystemTime::now();
-        let mut leases = self.leases.lock().await;
-        let lease =
-            leases.get(id).filter(|l| !l.expired(now)).ok_or_else(|| StoreError::LeaseNotFound(id.to_string()))?;
-        let mut updated = lease.clone();
-        let mut changed = false;
-        if let Some(d) = digest {
-            changed |= updated.digests.insert(d.clone());
-        }
-        if let Some(r) = ingest {
-            changed |= updated.ingests.insert(r.to_string());
-        }
-        if changed {
-            self.put_volatile_record(&format!("{LEASES}{}.json", name_id(id)), &updated).await?;
-            leases.insert(id.to_string(), updated);
-        }
-        Ok(())
+        self.update_lease(id, |l| {
+            let mut changed = false;
+            if let Some(d) = digest {
+                changed |= l.digests.insert(d.clone());
+            }
+            if let Some(r) = ingest {
+                changed |= l.ingests.insert(r.to_string());
+            }
+            changed
+        })
+        .await
     }
 }

@@ -427,17 +427,9 @@ async fn ps(ctx: &Context, o: PsOpts) -> Result<ExitCode> {
                 });
                 values.push(v);
             }
-            match format {
-                Some("json") | Some("{{json .}}") => {
-                    for v in &values {
-                        writeln!(out, "{v}")?;
-                    }
-                }
-                Some(f) => {
-                    let text = crate::gotemplate::render_list(f, &values, PS_HEADERS).map_err(|e| anyhow!("{e}"))?;
-                    write!(out, "{text}")?;
-                }
-                None => {}
+            if let Some(f) = format {
+                let text = crate::gotemplate::render_list(f, &values, PS_HEADERS).map_err(|e| anyhow!("{e}"))?;
+                write!(out, "{text}")?;
             }
         }
         _ => {

@@ -327,13 +327,7 @@ async fn images(ctx: &Context, o: ImagesOpts) -> Result<ExitCode> {
                 });
                 values.push(v);
             }
-            if f == "json" || f == "{{json .}}" {
-                for v in &values {
-                    println!("{v}");
-                }
-            } else {
-                print!("{}", crate::gotemplate::render_list(f, &values, IMAGES_HEADERS).map_err(|e| anyhow!("{e}"))?);
-            }
+            print!("{}", crate::gotemplate::render_list(f, &values, IMAGES_HEADERS).map_err(|e| anyhow!("{e}"))?);
         }
         _ => {
             let mut headers = vec!["REPOSITORY", "TAG"];

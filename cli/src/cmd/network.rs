@@ -154,24 +154,18 @@ pub async fn run(cmd: NetworkCommand, ctx: &Context) -> Result<ExitCode> {
                         })
                     })
                     .collect();
-                if f == "json" || f == "{{json .}}" {
-                    for v in &values {
-                        println!("{v}");
-                    }
-                } else {
-                    let headers = [
-                        ("ID", "NETWORK ID"),
-                        ("Name", "NAME"),
-                        ("Driver", "DRIVER"),
-                        ("Scope", "SCOPE"),
-                        ("CreatedAt", "CREATED AT"),
-                        ("IPv4", "IPV4"),
-                        ("IPv6", "IPV6"),
-                        ("Internal", "INTERNAL"),
-                        ("Labels", "LABELS"),
-                    ];
-                    print!("{}", crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))?);
-                }
+                let headers = [
+                    ("ID", "NETWORK ID"),
+                    ("Name", "NAME"),
+                    ("Driver", "DRIVER"),
+                    ("Scope", "SCOPE"),
+                    ("CreatedAt", "CREATED AT"),
+                    ("IPv4", "IPV4"),
+                    ("IPv6", "IPV6"),
+                    ("Internal", "INTERNAL"),
+                    ("Labels", "LABELS"),
+                ];
+                print!("{}", crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))?);
             } else {
                 let mut t = Table::new(["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
                 for n in &list {

@@ -144,22 +144,18 @@ fn render(rows: &[Row], o: &StatsOpts) -> Result<String> {
                     })
                 })
                 .collect();
-            if f == "json" || f == "{{json .}}" {
-                Ok(values.iter().map(|v| format!("{v}\n")).collect())
-            } else {
-                let headers = [
-                    ("Container", "CONTAINER"),
-                    ("ID", "CONTAINER ID"),
-                    ("Name", "NAME"),
-                    ("CPUPerc", "CPU %"),
-                    ("MemUsage", "MEM USAGE / LIMIT"),
-                    ("MemPerc", "MEM %"),
-                    ("NetIO", "NET I/O"),
-                    ("BlockIO", "BLOCK I/O"),
-                    ("PIDs", "PIDS"),
-                ];
-                crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))
-            }
+            let headers = [
+                ("Container", "CONTAINER"),
+                ("ID", "CONTAINER ID"),
+                ("Name", "NAME"),
+                ("CPUPerc", "CPU %"),
+                ("MemUsage", "MEM USAGE / LIMIT"),
+                ("MemPerc", "MEM %"),
+                ("NetIO", "NET I/O"),
+                ("BlockIO", "BLOCK I/O"),
+                ("PIDs", "PIDS"),
+            ];
+            crate::gotemplate::render_list(f, &values, &headers).map_err(|e| anyhow!("{e}"))
         }
     }
 }
